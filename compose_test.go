@@ -1,0 +1,444 @@
+// Tests of the deployment files at the repository root: docker-compose.yml, the Dockerfile and
+// what compose mounts from deploy/. They load the compose file with compose-go, the library
+// docker compose itself uses, so a file that passes here is one docker compose accepts; they need
+// neither Docker nor the network.
+package maumeter_test
+
+import (
+	"bytes"
+	"context"
+	"maps"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/compose-spec/compose-go/v2/cli"
+	"github.com/compose-spec/compose-go/v2/types"
+	"gopkg.in/yaml.v3"
+)
+
+// composeRole is a maumeter service of docker-compose.yml: the subcommand it runs, the port of
+// its HTTP listener (/healthz, /metrics; empty for one-shot jobs) and the services it waits for.
+type composeRole struct {
+	name      string
+	command   string
+	port      string
+	dependsOn map[string]string // service → condition
+}
+
+var afterMigrate = map[string]string{"migrate": types.ServiceConditionCompletedSuccessfully}
+
+var composeRoles = []composeRole{
+	{"migrate", "migrate", "", map[string]string{
+		"kafka":      types.ServiceConditionHealthy,
+		"clickhouse": types.ServiceConditionHealthy,
+	}},
+	{"ingest", "ingest", "8080", afterMigrate},
+	{"count", "count", "9464", afterMigrate},
+	{"archive", "archive", "9464", afterMigrate},
+	{"rate", "rate", "9464", afterMigrate},
+}
+
+const (
+	composeImage       = "maumeter:dev" // ${MAUMETER_IMAGE:-maumeter:dev} with no environment
+	composeTenantsPath = "/etc/maumeter/tenants.yaml"
+)
+
+// loadCompose loads docker-compose.yml as docker compose would, with interpolation against an
+// empty environment (so the file's defaults apply), paths resolved against the repository root,
+// and compose-go's schema and consistency checks on.
+func loadCompose(t *testing.T) (*types.Project, string) {
+	t.Helper()
+	dir, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts, err := cli.NewProjectOptions(
+		[]string{filepath.Join(dir, "docker-compose.yml")},
+		cli.WithWorkingDirectory(dir),
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	p, err := opts.LoadProject(ctx)
+	if err != nil {
+		t.Fatalf("load docker-compose.yml: %v", err)
+	}
+	return p, dir
+}
+
+func service(t *testing.T, p *types.Project, name string) types.ServiceConfig {
+	t.Helper()
+	s, err := p.GetService(name)
+	if err != nil {
+		t.Fatalf("service %s: %v", name, err)
+	}
+	return s
+}
+
+func env(s types.ServiceConfig, key string) string {
+	if v := s.Environment[key]; v != nil {
+		return *v
+	}
+	return ""
+}
+
+func TestComposeServices(t *testing.T) {
+	p, _ := loadCompose(t)
+	want := []string{"kafka", "clickhouse", "prometheus", "grafana"}
+	for _, r := range composeRoles {
+		want = append(want, r.name)
+	}
+	slices.Sort(want)
+	got := slices.Sorted(maps.Keys(p.Services))
+	if !slices.Equal(got, want) {
+		t.Errorf("services:\n got %v\nwant %v", got, want)
+	}
+	if p.Name != "maumeter" {
+		t.Errorf("project name: got %q, want %q", p.Name, "maumeter")
+	}
+}
+
+func TestComposeInfrastructure(t *testing.T) {
+	p, _ := loadCompose(t)
+	for _, tc := range []struct {
+		service     string
+		imagePrefix string
+		env         map[string]string
+		targetPorts []uint32
+		volume      string // named volume mounted for the service's data
+	}{
+		{"kafka", "apache/kafka:", map[string]string{
+			"KAFKA_PROCESS_ROLES":                            "broker,controller",
+			"KAFKA_AUTO_CREATE_TOPICS_ENABLE":                "false",
+			"KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR":         "1",
+			"KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR": "1",
+			"KAFKA_TRANSACTION_STATE_LOG_MIN_ISR":            "1",
+			"KAFKA_CONTROLLER_LISTENER_NAMES":                "CONTROLLER",
+		}, nil, "/var/lib/kafka/data"},
+		{"clickhouse", "clickhouse/clickhouse-server:26.7", map[string]string{
+			"CLICKHOUSE_DB":   "maumeter",
+			"CLICKHOUSE_USER": "maumeter",
+		}, []uint32{8123, 9000}, "/var/lib/clickhouse"},
+		{"prometheus", "prom/prometheus:", nil, []uint32{9090}, "/prometheus"},
+		{"grafana", "grafana/grafana:", nil, []uint32{3000}, "/var/lib/grafana"},
+	} {
+		t.Run(tc.service, func(t *testing.T) {
+			s := service(t, p, tc.service)
+			if !strings.HasPrefix(s.Image, tc.imagePrefix) {
+				t.Errorf("image: got %q, want prefix %q", s.Image, tc.imagePrefix)
+			}
+			checkHealthcheck(t, s)
+			for k, want := range tc.env {
+				if got := env(s, k); got != want {
+					t.Errorf("environment %s: got %q, want %q", k, got, want)
+				}
+			}
+			var targets []uint32
+			for _, port := range s.Ports {
+				targets = append(targets, port.Target)
+			}
+			for _, want := range tc.targetPorts {
+				if !slices.Contains(targets, want) {
+					t.Errorf("ports: got targets %v, want %d among them", targets, want)
+				}
+			}
+			if !hasMount(s, types.VolumeTypeVolume, tc.volume) {
+				t.Errorf("volumes: got %v, want a named volume at %s", s.Volumes, tc.volume)
+			}
+		})
+	}
+
+	kafka := service(t, p, "kafka")
+	if got := env(kafka, "KAFKA_ADVERTISED_LISTENERS"); !strings.Contains(got, "://kafka:9092") {
+		t.Errorf("kafka KAFKA_ADVERTISED_LISTENERS: got %q, want a listener at kafka:9092", got)
+	}
+	ch := service(t, p, "clickhouse")
+	if n := ch.Ulimits["nofile"]; n == nil || n.Soft < 262144 || n.Hard < 262144 {
+		t.Errorf("clickhouse ulimits nofile: got %+v, want soft and hard ≥ 262144", n)
+	}
+}
+
+func TestComposeRoles(t *testing.T) {
+	p, dir := loadCompose(t)
+	ch := service(t, p, "clickhouse")
+	for _, r := range composeRoles {
+		t.Run(r.name, func(t *testing.T) {
+			s := service(t, p, r.name)
+			if s.Image != composeImage {
+				t.Errorf("image: got %q, want %q", s.Image, composeImage)
+			}
+			if s.Build == nil || s.Build.Context != dir || s.Build.Dockerfile != "Dockerfile" {
+				t.Errorf("build: got %+v, want context %s and Dockerfile", s.Build, dir)
+			}
+			if len(s.Command) == 0 || s.Command[0] != r.command {
+				t.Errorf("command: got %q, want first element %q", s.Command, r.command)
+			}
+
+			got := map[string]string{}
+			for name, dep := range s.DependsOn {
+				got[name] = dep.Condition
+			}
+			if !maps.Equal(got, r.dependsOn) {
+				t.Errorf("depends_on:\n got %v\nwant %v", got, r.dependsOn)
+			}
+
+			for key, want := range map[string]string{
+				"MAUMETER_KAFKA_BROKERS":       "kafka:9092",
+				"MAUMETER_CLICKHOUSE_ADDR":     "clickhouse:9000",
+				"MAUMETER_CLICKHOUSE_DATABASE": env(ch, "CLICKHOUSE_DB"),
+				"MAUMETER_CLICKHOUSE_USER":     env(ch, "CLICKHOUSE_USER"),
+				"MAUMETER_CLICKHOUSE_PASSWORD": env(ch, "CLICKHOUSE_PASSWORD"),
+				"MAUMETER_TENANTS":             composeTenantsPath,
+			} {
+				if got := env(s, key); got != want || want == "" {
+					t.Errorf("environment %s: got %q, want %q (non-empty)", key, got, want)
+				}
+			}
+			if !hasMount(s, types.VolumeTypeBind, composeTenantsPath) {
+				t.Errorf("volumes: got %v, want a bind mount at %s", s.Volumes, composeTenantsPath)
+			}
+			for _, v := range s.Volumes {
+				if v.Target == composeTenantsPath && !v.ReadOnly {
+					t.Errorf("volume %s: got read-write, want read_only", v.Target)
+				}
+			}
+
+			if r.port == "" { // a one-shot job: it must not be restarted after it exits 0
+				if s.Restart != types.RestartPolicyNo {
+					t.Errorf("restart: got %q, want %q", s.Restart, types.RestartPolicyNo)
+				}
+				return
+			}
+			if got, want := env(s, "MAUMETER_HTTP_ADDR"), ":"+r.port; got != want {
+				t.Errorf("environment MAUMETER_HTTP_ADDR: got %q, want %q", got, want)
+			}
+			checkHealthcheck(t, s)
+			if s.HealthCheck != nil {
+				got := []string(s.HealthCheck.Test)
+				want := []string{"CMD", "/maumeter", "healthcheck", "--url", "http://127.0.0.1:" + r.port + "/healthz"}
+				if !slices.Equal(got, want) {
+					t.Errorf("healthcheck test:\n got %q\nwant %q", got, want)
+				}
+			}
+		})
+	}
+}
+
+func TestComposePortsBindLoopback(t *testing.T) {
+	p, _ := loadCompose(t)
+	for _, name := range slices.Sorted(maps.Keys(p.Services)) {
+		for _, port := range p.Services[name].Ports {
+			if port.HostIP != "127.0.0.1" {
+				t.Errorf("%s port %d: got host_ip %q, want 127.0.0.1", name, port.Target, port.HostIP)
+			}
+			if port.Published == "" {
+				t.Errorf("%s port %d: got no published port, want a fixed one", name, port.Target)
+			}
+		}
+	}
+	ingest := service(t, p, "ingest")
+	if !slices.ContainsFunc(ingest.Ports, func(pc types.ServicePortConfig) bool {
+		return pc.Target == 8080 && pc.Published == "8080"
+	}) {
+		t.Errorf("ingest ports: got %+v, want 127.0.0.1:8080:8080", ingest.Ports)
+	}
+}
+
+func TestComposeMounts(t *testing.T) {
+	p, _ := loadCompose(t)
+	for _, name := range slices.Sorted(maps.Keys(p.Services)) {
+		for _, v := range p.Services[name].Volumes {
+			switch v.Type {
+			case types.VolumeTypeVolume:
+				if _, ok := p.Volumes[v.Source]; !ok {
+					t.Errorf("%s volume %s: got source %q, want one of the declared volumes %v",
+						name, v.Target, v.Source, slices.Sorted(maps.Keys(p.Volumes)))
+				}
+			case types.VolumeTypeBind:
+				if _, err := os.Stat(v.Source); err != nil {
+					t.Errorf("%s bind mount %s: source must exist on disk: %v", name, v.Target, err)
+				}
+				if !v.ReadOnly {
+					t.Errorf("%s bind mount %s: got read-write, want read_only", name, v.Target)
+				}
+			default:
+				t.Errorf("%s mount %s: got type %q, want volume or bind", name, v.Target, v.Type)
+			}
+		}
+	}
+}
+
+func TestComposePrometheusScrapesEveryRole(t *testing.T) {
+	p, _ := loadCompose(t)
+	src := bindSource(t, service(t, p, "prometheus"), "/etc/prometheus/prometheus.yml")
+	var cfg struct {
+		ScrapeConfigs []struct {
+			JobName       string `yaml:"job_name"`
+			StaticConfigs []struct {
+				Targets []string `yaml:"targets"`
+			} `yaml:"static_configs"`
+		} `yaml:"scrape_configs"`
+	}
+	decodeYAML(t, src, &cfg, false)
+	var targets []string
+	for _, sc := range cfg.ScrapeConfigs {
+		for _, st := range sc.StaticConfigs {
+			targets = append(targets, st.Targets...)
+		}
+	}
+	for _, r := range composeRoles {
+		if r.port == "" {
+			continue
+		}
+		if want := r.name + ":" + r.port; !slices.Contains(targets, want) {
+			t.Errorf("%s: got targets %v, want %s among them", src, targets, want)
+		}
+	}
+
+	gf := service(t, p, "grafana")
+	ds := filepath.Join(bindSource(t, gf, "/etc/grafana/provisioning"), "datasources")
+	entries, err := os.ReadDir(ds)
+	if err != nil || len(entries) == 0 {
+		t.Fatalf("grafana datasources in %s: got %d files (%v), want at least one", ds, len(entries), err)
+	}
+	data, err := os.ReadFile(filepath.Join(ds, entries[0].Name()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(data, []byte("url: http://prometheus:9090")) {
+		t.Errorf("%s: want a datasource at url: http://prometheus:9090", entries[0].Name())
+	}
+}
+
+// The example catalogue is the file the roles load: it must parse with the fields of the
+// documented format only and cover one tenant of each kind the demo shows.
+func TestComposeTenantsExample(t *testing.T) {
+	p, _ := loadCompose(t)
+	src := bindSource(t, service(t, p, "ingest"), composeTenantsPath)
+	var doc struct {
+		Tenants []struct {
+			ID              string   `yaml:"id"`
+			Plan            string   `yaml:"plan"`
+			Purchased       string   `yaml:"purchased"`
+			TimeZone        string   `yaml:"time_zone"`
+			Apps            []string `yaml:"apps"`
+			TestingApps     []string `yaml:"testing_apps"`
+			BillTestingApps bool     `yaml:"bill_testing_apps"`
+			Contract        *struct {
+				IncludedMAU  *int64  `yaml:"included_mau"`
+				UnitPriceUSD *string `yaml:"unit_price_usd"`
+			} `yaml:"contract"`
+		} `yaml:"tenants"`
+	}
+	decodeYAML(t, src, &doc, true)
+
+	validID := regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
+	var got []string
+	for _, tn := range doc.Tenants {
+		got = append(got, tn.Plan+" "+tn.TimeZone)
+		if !validID.MatchString(tn.ID) {
+			t.Errorf("tenant %q: id must be 1-64 of [A-Za-z0-9._-]", tn.ID)
+		}
+		if _, err := time.LoadLocation(tn.TimeZone); err != nil {
+			t.Errorf("tenant %s: time_zone: %v", tn.ID, err)
+		}
+		if _, err := time.Parse(time.DateOnly, tn.Purchased); err != nil {
+			t.Errorf("tenant %s: purchased: %v", tn.ID, err)
+		}
+		for _, app := range slices.Concat(tn.Apps, tn.TestingApps) {
+			if !validID.MatchString(app) {
+				t.Errorf("tenant %s: app %q must be 1-64 of [A-Za-z0-9._-]", tn.ID, app)
+			}
+		}
+		if strings.HasPrefix(tn.Plan, "poc_") && len(tn.Apps) > 0 {
+			t.Errorf("tenant %s: got production apps %v, want none on a POC plan", tn.ID, tn.Apps)
+		}
+	}
+	want := []string{"pro Asia/Shanghai", "enterprise America/New_York", "poc_pro Europe/Berlin"}
+	if !slices.Equal(got, want) {
+		t.Errorf("%s: plan and time zone of each tenant:\n got %q\nwant %q", src, got, want)
+	}
+}
+
+// The runtime image decides what a healthcheck may call: distroless has no shell and no wget.
+func TestComposeDockerfile(t *testing.T) {
+	data, err := os.ReadFile("Dockerfile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	df := string(data)
+	for _, want := range []string{
+		"FROM golang:1.26 AS build",
+		"CGO_ENABLED=0",
+		"./cmd/maumeter",
+		"COPY --from=build /out/maumeter /maumeter",
+		`ENTRYPOINT ["/maumeter"]`,
+	} {
+		if !strings.Contains(df, want) {
+			t.Errorf("Dockerfile: want a line with %q", want)
+		}
+	}
+	if !strings.Contains(df, "FROM gcr.io/distroless/") {
+		return
+	}
+	p, _ := loadCompose(t)
+	for _, r := range composeRoles {
+		s := service(t, p, r.name)
+		if s.HealthCheck != nil && len(s.HealthCheck.Test) > 1 && s.HealthCheck.Test[1] != "/maumeter" {
+			t.Errorf("%s healthcheck: got %q, want the /maumeter binary: a distroless image has nothing else",
+				r.name, s.HealthCheck.Test)
+		}
+	}
+}
+
+func checkHealthcheck(t *testing.T, s types.ServiceConfig) {
+	t.Helper()
+	hc := s.HealthCheck
+	if hc == nil || hc.Disable || len(hc.Test) < 2 || hc.Test[0] == "NONE" {
+		t.Errorf("healthcheck: got %+v, want a test command", hc)
+		return
+	}
+	if hc.Interval == nil || hc.Timeout == nil || hc.Retries == nil {
+		t.Errorf("healthcheck: got interval %v, timeout %v, retries %v, want all three set",
+			hc.Interval, hc.Timeout, hc.Retries)
+	}
+}
+
+func hasMount(s types.ServiceConfig, typ, target string) bool {
+	return slices.ContainsFunc(s.Volumes, func(v types.ServiceVolumeConfig) bool {
+		return v.Type == typ && v.Target == target
+	})
+}
+
+// bindSource returns the host path bind-mounted at target in s.
+func bindSource(t *testing.T, s types.ServiceConfig, target string) string {
+	t.Helper()
+	for _, v := range s.Volumes {
+		if v.Type == types.VolumeTypeBind && v.Target == target {
+			return v.Source
+		}
+	}
+	t.Fatalf("%s: got mounts %v, want a bind mount at %s", s.Name, s.Volumes, target)
+	return ""
+}
+
+// decodeYAML decodes the file at path into v; strict rejects fields that v does not have.
+func decodeYAML(t *testing.T, path string, v any, strict bool) {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(strict)
+	if err := dec.Decode(v); err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+}
