@@ -1,0 +1,146 @@
+// Command maumeter meters the Monthly Active Users of mini programs in super apps. Every role of
+// the pipeline is a subcommand, so one binary (and one image) serves them all; `serve` runs
+// ingest and count in one process, on an in-process Kafka when no brokers are given.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"sort"
+	"strings"
+	"syscall"
+	_ "time/tzdata" // billing time zones must resolve in minimal images too
+)
+
+type command struct {
+	name    string
+	summary string
+	run     func(ctx context.Context, args []string, stdout, stderr io.Writer) error
+}
+
+var commands = []command{
+	{"serve", "ingest + count in one process (in-process Kafka when --kafka-brokers is empty)", runServe},
+	{"ingest", "HTTP ingest only: POST /v1/events to Kafka", runIngest},
+	{"count", "counter only: consume events, keep exact sets, write mau_devices", runCount},
+	{"migrate", "apply ClickHouse migrations and create the Kafka topics", runMigrate},
+	{"import", "backfill events from an NDJSON file through Kafka (historical ts allowed)", runImport},
+	{"loadgen", "send generated super-app traffic to an ingest endpoint", runLoadgen},
+	{"demo", "run the pipeline on generated traffic (in-process Kafka) and print MAU and bills", runDemo},
+	{"mau", "print the exact MAU of every tenant-month from ClickHouse", runMAU},
+	{"healthcheck", "exit 0 when an HTTP health endpoint answers 200 (for container health checks)", runHealthcheck},
+}
+
+// errUsage marks errors that are the caller's: exit code 2.
+var errUsage = errors.New("usage")
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		usage(stderr)
+		if len(args) == 0 {
+			return 2
+		}
+		return 0
+	}
+	for _, c := range commands {
+		if c.name != args[0] {
+			continue
+		}
+		err := c.run(ctx, args[1:], stdout, stderr)
+		switch {
+		case err == nil:
+			return 0
+		case errors.Is(err, flag.ErrHelp):
+			return 0
+		case errors.Is(err, errUsage):
+			fmt.Fprintf(stderr, "maumeter %s: %v\n", c.name, err)
+			return 2
+		default:
+			var ec exitCode
+			if errors.As(err, &ec) {
+				fmt.Fprintf(stderr, "maumeter %s: %v\n", c.name, err)
+				return int(ec.code)
+			}
+			fmt.Fprintf(stderr, "maumeter %s: %v\n", c.name, err)
+			return 1
+		}
+	}
+	fmt.Fprintf(stderr, "maumeter: unknown command %q\n\n", args[0])
+	usage(stderr)
+	return 2
+}
+
+// exitCode carries a specific exit status with its message.
+type exitCode struct {
+	code int
+	msg  string
+}
+
+func (e exitCode) Error() string { return e.msg }
+
+func usage(w io.Writer) {
+	fmt.Fprintln(w, "usage: maumeter <command> [flags]\n\ncommands:")
+	for _, c := range commands {
+		fmt.Fprintf(w, "  %-12s %s\n", c.name, c.summary)
+	}
+	fmt.Fprintln(w, "\nEvery flag can also be set by the environment: --kafka-brokers is MAUMETER_KAFKA_BROKERS.")
+	fmt.Fprintln(w, "Run `maumeter <command> -h` for the flags of a command.")
+}
+
+// parseFlags parses args, then fills every flag not given on the command line from its
+// MAUMETER_* environment variable, so flags, env and compose files use the same names.
+func parseFlags(fs *flag.FlagSet, args []string, stderr io.Writer) error {
+	fs.SetOutput(stderr)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%w: unexpected arguments %q", errUsage, fs.Args())
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	var errs []error
+	fs.VisitAll(func(f *flag.Flag) {
+		if set[f.Name] {
+			return
+		}
+		if v, ok := os.LookupEnv(envName(f.Name)); ok {
+			if err := fs.Set(f.Name, v); err != nil {
+				errs = append(errs, fmt.Errorf("%w: %s=%q: %v", errUsage, envName(f.Name), v, err))
+			}
+		}
+	})
+	return errors.Join(errs...)
+}
+
+func envName(flagName string) string {
+	return "MAUMETER_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+func newLogger(w io.Writer, level string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("%w: log level %q: want debug, info, warn or error", errUsage, level)
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
+}
+
+func sortedKeys[M ~map[string]V, V any](m M) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}

@@ -1,0 +1,391 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/maumeter/maumeter/pipeline/api"
+	"github.com/maumeter/maumeter/pipeline/bus"
+	"github.com/maumeter/maumeter/pipeline/chstore"
+	"github.com/maumeter/maumeter/pipeline/count"
+	"github.com/maumeter/maumeter/pipeline/ingest"
+	"github.com/maumeter/maumeter/pkg/event"
+	"github.com/maumeter/maumeter/pkg/tenant"
+)
+
+// options are the flags shared by the roles. Each is also read from MAUMETER_<FLAG>.
+type options struct {
+	logLevel       string
+	tenants        string
+	kafkaBrokers   string
+	topic          string
+	partitions     int
+	replication    int
+	group          string
+	chAddr         string
+	chDatabase     string
+	chUser         string
+	chPassword     string
+	httpAddr       string
+	maxEventAge    time.Duration
+	maxEventFuture time.Duration
+	flushInterval  time.Duration
+	sessionTimeout time.Duration
+	migrate        bool
+}
+
+func (o *options) kafkaFlags(fs *flag.FlagSet) {
+	fs.StringVar(&o.kafkaBrokers, "kafka-brokers", "", "comma-separated Kafka brokers host:port")
+	fs.StringVar(&o.topic, "events-topic", bus.EventsTopic, "Kafka topic of validated events")
+	fs.IntVar(&o.partitions, "events-partitions", 8, "partitions of the events topic when it is created")
+	fs.IntVar(&o.replication, "replication-factor", 1, "replication factor of topics when they are created")
+}
+
+func (o *options) clickhouseFlags(fs *flag.FlagSet) {
+	fs.StringVar(&o.chAddr, "clickhouse-addr", "127.0.0.1:9000", "ClickHouse native protocol host:port")
+	fs.StringVar(&o.chDatabase, "clickhouse-database", "maumeter", "ClickHouse database")
+	fs.StringVar(&o.chUser, "clickhouse-user", "default", "ClickHouse user")
+	fs.StringVar(&o.chPassword, "clickhouse-password", "", "ClickHouse password")
+}
+
+func (o *options) commonFlags(fs *flag.FlagSet) {
+	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&o.tenants, "tenants", "tenants.yaml", "tenant catalogue (YAML)")
+}
+
+func (o *options) countFlags(fs *flag.FlagSet) {
+	fs.StringVar(&o.group, "count-group", bus.CountGroup, "consumer group of the counters")
+	fs.DurationVar(&o.flushInterval, "flush-interval", 500*time.Millisecond, "longest a first-seen device waits before it is written to ClickHouse")
+	fs.DurationVar(&o.sessionTimeout, "session-timeout", 10*time.Second, "consumer-group session timeout: how soon a dead counter's partitions move")
+}
+
+func (o *options) ingestFlags(fs *flag.FlagSet) {
+	fs.DurationVar(&o.maxEventAge, "max-event-age", event.DefaultBounds.MaxAge, "oldest event ts accepted, relative to now")
+	fs.DurationVar(&o.maxEventFuture, "max-event-future", event.DefaultBounds.MaxFuture, "furthest event ts accepted ahead of now")
+}
+
+func (o *options) brokers() ([]string, error) {
+	b, err := bus.SplitBrokers(o.kafkaBrokers)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", errUsage, err)
+	}
+	return b, nil
+}
+
+func (o *options) chConfig() chstore.Config {
+	return chstore.Config{Addr: o.chAddr, Database: o.chDatabase, Username: o.chUser, Password: o.chPassword}
+}
+
+// stack is what a role runs: the parts are nil when the role does not use them.
+type stack struct {
+	log      *slog.Logger
+	reg      *prometheus.Registry
+	catalog  *tenant.Catalog
+	brokers  []string
+	store    *chstore.Store
+	producer *bus.Producer
+	counter  *count.Counter
+	embedded *bus.Embedded
+	closers  []func()
+}
+
+func (s *stack) close() {
+	for i := len(s.closers) - 1; i >= 0; i-- {
+		s.closers[i]()
+	}
+}
+
+type roleParts struct {
+	ingest, count, embeddedKafka bool
+}
+
+// build wires a role: catalogue, Kafka (embedded when allowed and no brokers are given),
+// ClickHouse (migrated when asked), topics, producer and counter.
+func build(ctx context.Context, o *options, parts roleParts, stderr io.Writer) (*stack, error) {
+	log, err := newLogger(stderr, o.logLevel)
+	if err != nil {
+		return nil, err
+	}
+	s := &stack{log: log, reg: prometheus.NewRegistry()}
+	s.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	ok := false
+	defer func() {
+		if !ok {
+			s.close()
+		}
+	}()
+	if s.catalog, err = tenant.Load(o.tenants); err != nil {
+		return nil, err
+	}
+	log.Info("tenant catalogue loaded", "file", o.tenants, "tenants", len(s.catalog.Tenants))
+	if s.brokers, err = o.brokers(); err != nil {
+		return nil, err
+	}
+	if len(s.brokers) == 0 && (parts.ingest || parts.count) {
+		if !parts.embeddedKafka {
+			return nil, fmt.Errorf("%w: --kafka-brokers (MAUMETER_KAFKA_BROKERS) is required", errUsage)
+		}
+		if s.embedded, err = bus.StartEmbedded(0, ""); err != nil {
+			return nil, err
+		}
+		s.closers = append(s.closers, s.embedded.Close)
+		s.brokers = s.embedded.Brokers()
+		log.Warn("no --kafka-brokers given: started an in-process Kafka (kfake); events live in memory only, for demos and development",
+			"brokers", s.brokers)
+	}
+	if parts.count || o.migrate {
+		if s.store, err = chstore.Open(ctx, o.chConfig(), log); err != nil {
+			return nil, err
+		}
+		s.closers = append(s.closers, func() { s.store.Close() })
+	}
+	if o.migrate || s.embedded != nil {
+		if err := setupInfra(ctx, o, s.brokers, s.store, log); err != nil {
+			return nil, err
+		}
+	}
+	if parts.ingest {
+		s.producer = bus.NewProducer(s.brokers, o.topic)
+		s.closers = append(s.closers, func() { s.producer.Close() })
+	}
+	if parts.count {
+		s.counter, err = count.New(count.Config{
+			Brokers: s.brokers, Topic: o.topic, Group: o.group,
+			FlushInterval: o.flushInterval, SessionTimeout: o.sessionTimeout, RebalanceTimeout: o.sessionTimeout,
+		}, s.catalog, s.store, log, s.reg)
+		if err != nil {
+			return nil, err
+		}
+	}
+	ok = true
+	return s, nil
+}
+
+// setupInfra applies the ClickHouse migrations and creates the Kafka topics.
+func setupInfra(ctx context.Context, o *options, brokers []string, store *chstore.Store, log *slog.Logger) error {
+	if store != nil {
+		applied, err := store.Migrate(ctx)
+		if err != nil {
+			return err
+		}
+		log.Info("clickhouse migrated", "database", o.chDatabase, "applied", applied)
+	}
+	if len(brokers) == 0 {
+		log.Warn("no --kafka-brokers given: Kafka topics not checked or created")
+	} else {
+		tctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		t := bus.Topic{Name: o.topic, Partitions: o.partitions, ReplicationFactor: o.replication}
+		if err := bus.EnsureTopic(tctx, brokers, t, log); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// handler returns the HTTP surface of the stack.
+func (s *stack) handler(o *options) (http.Handler, error) {
+	cfg := api.Config{Catalog: s.catalog, Gatherer: s.reg, Now: time.Now, Log: s.log}
+	if s.producer != nil {
+		h, err := ingest.New(ingest.Config{Bounds: event.Bounds{MaxAge: o.maxEventAge, MaxFuture: o.maxEventFuture}},
+			s.catalog, s.producer, time.Now, s.log, s.reg)
+		if err != nil {
+			return nil, err
+		}
+		cfg.Ingest = h
+	}
+	if s.store != nil {
+		cfg.MAU = s.store
+		cfg.Ready = append(cfg.Ready, api.Check{Name: "clickhouse", Fn: s.store.Ping})
+	}
+	if s.counter != nil {
+		counter := s.counter
+		cfg.Ready = append(cfg.Ready, api.Check{Name: "counter", Fn: func(context.Context) error {
+			if since := time.Since(counter.LastProgress()); since > time.Minute {
+				return fmt.Errorf("no progress for %s", since.Round(time.Second))
+			}
+			return nil
+		}})
+	}
+	return api.New(cfg), nil
+}
+
+// serveHTTP serves h on addr until ctx ends, then shuts down gracefully. ready, if not nil,
+// receives the bound address.
+func serveHTTP(ctx context.Context, addr string, h http.Handler, log *slog.Logger, ready chan<- string) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", addr, err)
+	}
+	srv := &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+	}
+	log.Info("http listening", "addr", ln.Addr().String())
+	if ready != nil {
+		ready <- ln.Addr().String()
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("http: %w", err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("http shutdown: %w", err)
+	}
+	return nil
+}
+
+// runRoles runs HTTP and the counter until ctx ends or one fails. Shutdown is in data-flow
+// order: HTTP first (no new events), then the counter (final flush and commit).
+func runRoles(ctx context.Context, o *options, s *stack, ready chan<- string) error {
+	h, err := s.handler(o)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	httpErr := make(chan error, 1)
+	go func() { httpErr <- serveHTTP(ctx, o.httpAddr, h, s.log, ready) }()
+	countErr := make(chan error, 1)
+	if s.counter != nil {
+		go func() { countErr <- s.counter.Run(ctx) }()
+	}
+	var first error
+	select {
+	case first = <-httpErr:
+		cancel()
+		if s.counter != nil {
+			<-countErr
+		}
+	case first = <-countErr:
+		cancel()
+		<-httpErr
+	case <-ctx.Done():
+		if err := <-httpErr; err != nil {
+			first = err
+		}
+		if s.counter != nil {
+			if err := <-countErr; err != nil && first == nil {
+				first = err
+			}
+		}
+	}
+	return first
+}
+
+func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	o := &options{}
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	o.commonFlags(fs)
+	o.kafkaFlags(fs)
+	o.clickhouseFlags(fs)
+	o.countFlags(fs)
+	o.ingestFlags(fs)
+	fs.StringVar(&o.httpAddr, "http-addr", "127.0.0.1:8080", "HTTP listen address")
+	fs.BoolVar(&o.migrate, "migrate", true, "apply ClickHouse migrations and create topics at start")
+	if err := parseFlags(fs, args, stderr); err != nil {
+		return err
+	}
+	s, err := build(ctx, o, roleParts{ingest: true, count: true, embeddedKafka: true}, stderr)
+	if err != nil {
+		return err
+	}
+	defer s.close()
+	return runRoles(ctx, o, s, nil)
+}
+
+func runIngest(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	o := &options{}
+	fs := flag.NewFlagSet("ingest", flag.ContinueOnError)
+	o.commonFlags(fs)
+	o.kafkaFlags(fs)
+	o.ingestFlags(fs)
+	fs.StringVar(&o.httpAddr, "http-addr", "127.0.0.1:8080", "HTTP listen address")
+	if err := parseFlags(fs, args, stderr); err != nil {
+		return err
+	}
+	s, err := build(ctx, o, roleParts{ingest: true}, stderr)
+	if err != nil {
+		return err
+	}
+	defer s.close()
+	return runRoles(ctx, o, s, nil)
+}
+
+func runCount(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	o := &options{}
+	fs := flag.NewFlagSet("count", flag.ContinueOnError)
+	o.commonFlags(fs)
+	o.kafkaFlags(fs)
+	o.clickhouseFlags(fs)
+	o.countFlags(fs)
+	fs.StringVar(&o.httpAddr, "http-addr", "127.0.0.1:9464", "HTTP listen address of /metrics, /healthz, /readyz and MAU reads")
+	if err := parseFlags(fs, args, stderr); err != nil {
+		return err
+	}
+	s, err := build(ctx, o, roleParts{count: true}, stderr)
+	if err != nil {
+		return err
+	}
+	defer s.close()
+	return runRoles(ctx, o, s, nil)
+}
+
+func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	o := &options{migrate: true}
+	fs := flag.NewFlagSet("migrate", flag.ContinueOnError)
+	o.commonFlags(fs)
+	o.kafkaFlags(fs)
+	o.clickhouseFlags(fs)
+	if err := parseFlags(fs, args, stderr); err != nil {
+		return err
+	}
+	s, err := build(ctx, o, roleParts{}, stderr)
+	if err != nil {
+		return err
+	}
+	s.close()
+	return nil
+}
+
+func runHealthcheck(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("healthcheck", flag.ContinueOnError)
+	url := fs.String("url", "http://127.0.0.1:8080/healthz", "URL that must answer 200")
+	if err := parseFlags(fs, args, stderr); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, *url, nil)
+	if err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s answered %s", *url, resp.Status)
+	}
+	return nil
+}

@@ -1,0 +1,121 @@
+// Package api assembles maumeter's HTTP surface (schemas/openapi.yaml): event ingest, exact MAU
+// reads, Prometheus metrics and health. Each role mounts the parts it serves.
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/maumeter/maumeter/pkg/calendar"
+	"github.com/maumeter/maumeter/pkg/tenant"
+)
+
+// MAUReader answers the exact MAU of a tenant-month.
+type MAUReader interface {
+	MAU(ctx context.Context, tenant, month string) (uint64, error)
+}
+
+// Check is one readiness check; a non-nil error makes /readyz fail with its message.
+type Check struct {
+	Name string
+	Fn   func(ctx context.Context) error
+}
+
+// Config says what to mount.
+type Config struct {
+	Catalog  *tenant.Catalog
+	Ingest   http.Handler // POST /v1/events; nil when this role does not ingest
+	MAU      MAUReader    // GET /v1/tenants/{tenant}/mau; nil when not served
+	Gatherer prometheus.Gatherer
+	Ready    []Check
+	Now      func() time.Time
+	Log      *slog.Logger
+}
+
+// New returns the router.
+func New(cfg Config) http.Handler {
+	mux := http.NewServeMux()
+	if cfg.Ingest != nil {
+		mux.Handle("POST /v1/events", cfg.Ingest)
+	}
+	if cfg.MAU != nil {
+		mux.HandleFunc("GET /v1/tenants/{tenant}/mau", cfg.mau)
+	}
+	mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	mux.HandleFunc("GET /readyz", cfg.ready)
+	return mux
+}
+
+// MAUResponse is the body of GET /v1/tenants/{tenant}/mau.
+type MAUResponse struct {
+	TenantID string    `json:"tenant_id"`
+	Month    string    `json:"month"`
+	TimeZone string    `json:"time_zone"`
+	MAU      uint64    `json:"mau"`
+	Source   string    `json:"source"`
+	AsOf     time.Time `json:"as_of"`
+}
+
+func (cfg Config) mau(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("tenant")
+	t, ok := cfg.Catalog.Tenant(id)
+	if !ok {
+		writeError(w, http.StatusNotFound, "tenant "+id+" is not in the catalogue")
+		return
+	}
+	now := cfg.Now()
+	month := calendar.MonthOf(now, t.Location())
+	if q := r.URL.Query().Get("month"); q != "" {
+		m, err := calendar.ParseMonth(q)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, "month: "+err.Error())
+			return
+		}
+		month = m
+	}
+	n, err := cfg.MAU.MAU(r.Context(), id, month.String())
+	if err != nil {
+		cfg.Log.Warn("mau query", "tenant", id, "month", month, "err", err)
+		writeError(w, http.StatusServiceUnavailable, "MAU store unavailable; retry later")
+		return
+	}
+	writeJSON(w, http.StatusOK, MAUResponse{
+		TenantID: id, Month: month.String(), TimeZone: t.Location().String(), MAU: n,
+		Source: "clickhouse mau_devices (uniqExact)", AsOf: now.UTC(),
+	})
+}
+
+func (cfg Config) ready(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
+	defer cancel()
+	failed := map[string]string{}
+	for _, c := range cfg.Ready {
+		if err := c.Fn(ctx); err != nil {
+			failed[c.Name] = err.Error()
+		}
+	}
+	if len(failed) > 0 {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "not ready", "failed": failed})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+}
+
+func writeError(w http.ResponseWriter, status int, msg string) {
+	writeJSON(w, status, map[string]string{"error": msg})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}

@@ -1,0 +1,239 @@
+// Package bus is maumeter's Kafka adapter: topic creation, the event producer used by ingest and
+// import, consumer-group lag, and the in-process broker (kfake) of the embedded default.
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+	"github.com/twmb/franz-go/pkg/kfake"
+
+	"github.com/maumeter/maumeter/pkg/event"
+)
+
+// Default topic and group names of the Kafka topology (docs/ARCHITECTURE.md).
+const (
+	EventsTopic = "mau.events.v1"
+	CountGroup  = "maumeter-count"
+)
+
+// ErrUnavailable wraps produce failures: Kafka did not confirm the batch, nothing of it may be
+// acknowledged, and the caller should retry later.
+var ErrUnavailable = errors.New("kafka unavailable")
+
+// Topic describes a topic to create.
+type Topic struct {
+	Name              string
+	Partitions        int
+	ReplicationFactor int
+}
+
+// EnsureTopic creates t when it is missing. An existing topic is left alone; when its partition
+// count differs from t's, that is logged, since keys (and so device sets) would move.
+func EnsureTopic(ctx context.Context, brokers []string, t Topic, log *slog.Logger) error {
+	client := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second}
+	meta, err := client.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{t.Name}})
+	if err != nil {
+		return fmt.Errorf("topic %s: metadata: %w", t.Name, err)
+	}
+	for _, mt := range meta.Topics {
+		if mt.Name == t.Name && mt.Error == nil {
+			if len(mt.Partitions) != t.Partitions {
+				log.Warn("topic exists with another partition count; keeping it", "topic", t.Name,
+					"partitions", len(mt.Partitions), "configured", t.Partitions)
+			}
+			return nil
+		}
+	}
+	resp, err := client.CreateTopics(ctx, &kafka.CreateTopicsRequest{Topics: []kafka.TopicConfig{{
+		Topic: t.Name, NumPartitions: t.Partitions, ReplicationFactor: t.ReplicationFactor,
+	}}})
+	if err != nil {
+		return fmt.Errorf("create topic %s: %w", t.Name, err)
+	}
+	if err := resp.Errors[t.Name]; err != nil && !errors.Is(err, kafka.TopicAlreadyExists) {
+		return fmt.Errorf("create topic %s: %w", t.Name, err)
+	}
+	log.Info("created topic", "topic", t.Name, "partitions", t.Partitions, "replication_factor", t.ReplicationFactor)
+	return waitForLeaders(ctx, client, t.Name)
+}
+
+// waitForLeaders waits until every partition of a new topic has a leader, so the first
+// produce does not fail.
+func waitForLeaders(ctx context.Context, client *kafka.Client, topic string) error {
+	for {
+		meta, err := client.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
+		if err == nil && len(meta.Topics) == 1 && meta.Topics[0].Error == nil && len(meta.Topics[0].Partitions) > 0 {
+			ready := true
+			for _, p := range meta.Topics[0].Partitions {
+				ready = ready && p.Error == nil && p.Leader.Host != ""
+			}
+			if ready {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("topic %s: waiting for leaders: %w", topic, ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// Producer writes validated events to the events topic, keyed by tenant/app/guid, acknowledged
+// by all in-sync replicas. It is safe for concurrent use; Close it to flush.
+type Producer struct {
+	w *kafka.Writer
+}
+
+// NewProducer returns a producer for topic.
+func NewProducer(brokers []string, topic string) *Producer {
+	return &Producer{w: &kafka.Writer{
+		Addr:         kafka.TCP(brokers...),
+		Topic:        topic,
+		Balancer:     &kafka.Hash{},
+		RequiredAcks: kafka.RequireAll,
+		Compression:  kafka.Lz4,
+		BatchSize:    5000,
+		BatchBytes:   8 << 20,
+		BatchTimeout: 2 * time.Millisecond,
+		MaxAttempts:  5,
+		WriteTimeout: 10 * time.Second,
+		ReadTimeout:  10 * time.Second,
+	}}
+}
+
+// Produce writes events and returns nil only when Kafka confirmed every one of them. On error
+// some may have been written: the counter's sets make such duplicates harmless.
+func (p *Producer) Produce(ctx context.Context, events []event.Event) error {
+	if len(events) == 0 {
+		return nil
+	}
+	msgs := make([]kafka.Message, len(events))
+	for i := range events {
+		e := &events[i]
+		v, err := e.AppendBinary(make([]byte, 0, 96))
+		if err != nil {
+			return fmt.Errorf("encode event: %w", err)
+		}
+		msgs[i] = kafka.Message{
+			Key:     e.PartitionKey(),
+			Value:   v,
+			Headers: []kafka.Header{{Key: event.SchemaHeader, Value: []byte(event.SchemaV1)}},
+		}
+	}
+	if err := p.w.WriteMessages(ctx, msgs...); err != nil {
+		return fmt.Errorf("%w: produce %d events: %w", ErrUnavailable, len(events), err)
+	}
+	return nil
+}
+
+// Close flushes and closes the producer.
+func (p *Producer) Close() error { return p.w.Close() }
+
+// Lag is how far a consumer group is behind the end of a topic, in messages, summed over
+// partitions. A partition without a committed offset counts from its first offset.
+func Lag(ctx context.Context, brokers []string, group, topic string) (int64, error) {
+	client := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second}
+	meta, err := client.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
+	if err != nil {
+		return 0, fmt.Errorf("lag: metadata: %w", err)
+	}
+	if len(meta.Topics) != 1 || meta.Topics[0].Error != nil {
+		return 0, fmt.Errorf("lag: topic %s not found", topic)
+	}
+	var parts []int
+	var reqs []kafka.OffsetRequest
+	for _, p := range meta.Topics[0].Partitions {
+		parts = append(parts, p.ID)
+		reqs = append(reqs, kafka.FirstOffsetOf(p.ID), kafka.LastOffsetOf(p.ID))
+	}
+	offs, err := client.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{topic: reqs}})
+	if err != nil {
+		return 0, fmt.Errorf("lag: list offsets: %w", err)
+	}
+	first, last := map[int]int64{}, map[int]int64{}
+	for _, po := range offs.Topics[topic] {
+		if po.Error != nil {
+			return 0, fmt.Errorf("lag: partition %d offsets: %w", po.Partition, po.Error)
+		}
+		first[po.Partition], last[po.Partition] = po.FirstOffset, po.LastOffset
+	}
+	committed, err := client.OffsetFetch(ctx, &kafka.OffsetFetchRequest{GroupID: group, Topics: map[string][]int{topic: parts}})
+	if err != nil {
+		return 0, fmt.Errorf("lag: offset fetch: %w", err)
+	}
+	if committed.Error != nil {
+		return 0, fmt.Errorf("lag: offset fetch: %w", committed.Error)
+	}
+	var lag int64
+	for _, c := range committed.Topics[topic] {
+		if c.Error != nil {
+			return 0, fmt.Errorf("lag: partition %d committed offset: %w", c.Partition, c.Error)
+		}
+		pos := c.CommittedOffset
+		if pos < 0 {
+			pos = first[c.Partition]
+		}
+		if d := last[c.Partition] - pos; d > 0 {
+			lag += d
+		}
+	}
+	return lag, nil
+}
+
+// Embedded is an in-process Kafka (kfake) for the embedded default and for fast tests. It keeps
+// everything in memory unless started with a data dir.
+type Embedded struct {
+	c *kfake.Cluster
+}
+
+// StartEmbedded starts a single-broker in-process Kafka on 127.0.0.1:port (0 picks a free port).
+func StartEmbedded(port int, dataDir string) (*Embedded, error) {
+	opts := []kfake.Opt{kfake.NumBrokers(1), kfake.Ports(port), kfake.GroupMinSessionTimeout(time.Second)}
+	if dataDir != "" {
+		opts = append(opts, kfake.DataDir(dataDir))
+	}
+	c, err := kfake.NewCluster(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("start embedded kafka: %w", err)
+	}
+	return &Embedded{c: c}, nil
+}
+
+// Brokers are the addresses to connect to.
+func (e *Embedded) Brokers() []string { return e.c.ListenAddrs() }
+
+// Close stops the broker.
+func (e *Embedded) Close() { e.c.Close() }
+
+// SplitBrokers parses a comma-separated broker list, checking each is host:port.
+func SplitBrokers(s string) ([]string, error) {
+	var out []string
+	start := 0
+	for i := 0; i <= len(s); i++ {
+		if i < len(s) && s[i] != ',' {
+			continue
+		}
+		b := s[start:i]
+		start = i + 1
+		if b == "" {
+			continue
+		}
+		host, port, err := net.SplitHostPort(b)
+		if err != nil || host == "" {
+			return nil, fmt.Errorf("kafka broker %q: want host:port", b)
+		}
+		if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+			return nil, fmt.Errorf("kafka broker %q: bad port", b)
+		}
+		out = append(out, b)
+	}
+	return out, nil
+}
