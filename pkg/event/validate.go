@@ -138,7 +138,7 @@ func (b Bounds) check(ts, now time.Time) *Rejection {
 	if b.MaxAge > 0 && ts.Before(now.Add(-b.MaxAge)) {
 		return reject(ReasonTSTooOld, "ts", fmt.Sprintf("older than %s", b.MaxAge))
 	}
-	if b.MaxFuture > 0 && !ts.Before(now.Add(b.MaxFuture)) {
+	if b.MaxFuture > 0 && ts.After(now.Add(b.MaxFuture)) {
 		return reject(ReasonTSInFuture, "ts", fmt.Sprintf("more than %s ahead of the server clock", b.MaxFuture))
 	}
 	return nil
