@@ -157,4 +157,3 @@ func writeJSONLines[T any](w io.Writer, rows []T) error {
 	}
 	return nil
 }
-

@@ -1,0 +1,420 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
+
+	"github.com/maumeter/maumeter/pipeline/bus"
+)
+
+const catalogue = `
+tenants:
+  - id: t-shanghai
+    plan: pro
+    purchased: 2026-01-01
+    time_zone: Asia/Shanghai
+    apps: [sh-super, sh-lite]
+    testing_apps: [sh-qa]
+  - id: t-newyork
+    plan: enterprise
+    purchased: 2026-01-01
+    time_zone: America/New_York
+    apps: [ny-super]
+  - id: t-auckland
+    plan: pro
+    purchased: 2026-01-01
+    time_zone: Pacific/Auckland
+    apps: [nz-super]
+`
+
+var zones = map[string]string{"t-shanghai": "Asia/Shanghai", "t-newyork": "America/New_York", "t-auckland": "Pacific/Auckland"}
+var apps = map[string][]string{"t-shanghai": {"sh-super", "sh-lite", "sh-qa"}, "t-newyork": {"ny-super"}, "t-auckland": {"nz-super"}}
+
+// line is one event line of a request and what the API must answer for it.
+type line struct {
+	json   string
+	reason string // "" when the event must be accepted
+}
+
+// traffic is a generated run: request bodies and the truth of the accepted events.
+type traffic struct {
+	batches   [][]line
+	truth     map[string]map[string]map[string]bool // tenant → month → app/guid
+	events    int
+	malformed int
+}
+
+func (tr *traffic) add(tenant, app, guid string, ts time.Time) {
+	loc, _ := time.LoadLocation(zones[tenant])
+	month := ts.In(loc).Format("2006-01") // computed here, not with pkg/calendar
+	if tr.truth[tenant] == nil {
+		tr.truth[tenant] = map[string]map[string]bool{}
+	}
+	if tr.truth[tenant][month] == nil {
+		tr.truth[tenant][month] = map[string]bool{}
+	}
+	tr.truth[tenant][month][app+"/"+guid] = true
+}
+
+// generate makes devicesPer devices per tenant with 1-3 events each over [now−33d, now−1m],
+// a block of devices whose events straddle the start of the current month in the tenant's
+// zone, 5% duplicated events, and about 1% malformed events of every kind.
+func generate(rng *rand.Rand, now time.Time, devicesPer int) *traffic {
+	tr := &traffic{truth: map[string]map[string]map[string]bool{}}
+	from, to := now.Add(-33*24*time.Hour), now.Add(-time.Minute)
+	var all []line
+	types := []string{"search", "pre_download", "open"}
+	mk := func(tenant, app, guid string, ts time.Time) line {
+		typ := types[rng.IntN(3)]
+		mp := ""
+		if typ != "search" || rng.IntN(2) == 0 {
+			mp = fmt.Sprintf(`,"mini_program_id":"mp-%d"`, rng.IntN(40))
+		}
+		loc, _ := time.LoadLocation(zones[tenant])
+		return line{json: fmt.Sprintf(`{"tenant_id":%q,"app_id":%q,"guid":%q,"event":%q%s,"ts":%q}`,
+			tenant, app, guid, typ, mp, ts.In(loc).Format(time.RFC3339Nano))}
+	}
+	for tenant := range zones {
+		loc, _ := time.LoadLocation(zones[tenant])
+		y, m, _ := now.In(loc).Date()
+		boundary := time.Date(y, m, 1, 0, 0, 0, 0, loc)
+		for d := range devicesPer {
+			app := apps[tenant][d%len(apps[tenant])]
+			guid := fmt.Sprintf("%s-%07d-%x", tenant, d, rng.Uint32())
+			n := 1 + rng.IntN(3)
+			for range n {
+				ts := from.Add(time.Duration(rng.Int64N(int64(to.Sub(from)))))
+				if d%20 == 0 { // 5% of devices live at the month boundary, ±90 s
+					ts = boundary.Add(time.Duration(rng.Int64N(int64(180*time.Second))) - 90*time.Second)
+				}
+				l := mk(tenant, app, guid, ts)
+				tr.add(tenant, app, guid, ts)
+				all = append(all, l)
+				if rng.IntN(20) == 0 {
+					all = append(all, l) // an SDK that sent the same event twice
+				}
+			}
+		}
+	}
+	// Malformed events: each kind must be rejected with its reason and count nothing.
+	bad := []line{
+		{`{"tenant_id":"t-shanghai","app_id":"sh-super","guid":"x",`, "bad_json"},
+		{`"just a string"`, "bad_json"},
+		{`{"tenant_id":"t-shanghai","app_id":"sh-super","event":"open","mini_program_id":"m","ts":"2026-11-01T00:00:00Z"}`, "missing_field"},
+		{`{"tenant_id":"t-shanghai","app_id":"sh-super","guid":42,"event":"open","mini_program_id":"m","ts":"2026-11-01T00:00:00Z"}`, "bad_field"},
+		{`{"tenant_id":"t-newyork","app_id":"ny-super","guid":"bad-type","event":"install","ts":"2026-11-01T00:00:00Z"}`, "bad_event_type"},
+		{`{"tenant_id":"t-newyork","app_id":"ny-super","guid":"no-mp","event":"open","ts":"2026-11-01T00:00:00Z"}`, "missing_field"},
+		{`{"tenant_id":"t-newyork","app_id":"sh-super","guid":"wrong-app","event":"search","ts":"` + now.Add(-time.Hour).Format(time.RFC3339) + `"}`, "unknown_app"},
+		{`{"tenant_id":"t-nobody","app_id":"x","guid":"who","event":"search","ts":"` + now.Add(-time.Hour).Format(time.RFC3339) + `"}`, "unknown_tenant"},
+		{`{"tenant_id":"t-auckland","app_id":"nz-super","guid":"old","event":"search","ts":"` + now.Add(-40*24*time.Hour).Format(time.RFC3339) + `"}`, "ts_too_old"},
+		{`{"tenant_id":"t-auckland","app_id":"nz-super","guid":"future","event":"search","ts":"` + now.Add(time.Hour).Format(time.RFC3339) + `"}`, "ts_in_future"},
+		{`{"tenant_id":"t-auckland","app_id":"nz-super","guid":"no-offset","event":"search","ts":"2026-11-01T00:00:00"}`, "bad_field"},
+	}
+	for i := 0; i < len(all)/100; i++ {
+		all = append(all, bad[i%len(bad)])
+		tr.malformed++
+	}
+	rng.Shuffle(len(all), func(i, j int) { all[i], all[j] = all[j], all[i] })
+	tr.events = len(all)
+	for len(all) > 0 {
+		n := min(len(all), 200+rng.IntN(801))
+		tr.batches = append(tr.batches, all[:n])
+		all = all[n:]
+	}
+	return tr
+}
+
+// send posts every batch (4 in flight) and checks each answer event by event. Every 50th batch
+// is sent twice, as an SDK retrying after a lost response does. onProgress is called with the
+// fraction of batches sent.
+func send(t *testing.T, url string, tr *traffic, onProgress func(done float64)) {
+	t.Helper()
+	var next atomic.Int64
+	var sent atomic.Int64
+	var wg sync.WaitGroup
+	errs := make(chan error, 4)
+	for range 4 {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= len(tr.batches) {
+					return
+				}
+				times := 1
+				if i%50 == 0 {
+					times = 2
+				}
+				for range times {
+					if err := post(url, tr.batches[i]); err != nil {
+						errs <- fmt.Errorf("batch %d: %w", i, err)
+						return
+					}
+				}
+				if onProgress != nil {
+					onProgress(float64(sent.Add(1)) / float64(len(tr.batches)))
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+}
+
+func post(url string, batch []line) error {
+	var body bytes.Buffer
+	for _, l := range batch {
+		body.WriteString(l.json)
+		body.WriteByte('\n')
+	}
+	for attempt := 0; ; attempt++ {
+		resp, err := http.Post(url, "application/x-ndjson", bytes.NewReader(body.Bytes()))
+		if err != nil {
+			return err
+		}
+		data, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusServiceUnavailable && attempt < 50 {
+			time.Sleep(200 * time.Millisecond)
+			continue
+		}
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("%s: %s", resp.Status, data)
+		}
+		var r struct {
+			Accepted int `json:"accepted"`
+			Rejected []struct {
+				Index  int    `json:"index"`
+				Reason string `json:"reason"`
+			} `json:"rejected"`
+		}
+		if err := json.Unmarshal(data, &r); err != nil {
+			return err
+		}
+		got := map[int]string{}
+		for _, rj := range r.Rejected {
+			got[rj.Index] = rj.Reason
+		}
+		want := 0
+		for i, l := range batch {
+			if got[i] != l.reason {
+				return fmt.Errorf("event %d %s: reason %q, want %q", i, l.json, got[i], l.reason)
+			}
+			if l.reason == "" {
+				want++
+			}
+		}
+		if r.Accepted != want || len(r.Rejected) != len(batch)-want {
+			return fmt.Errorf("accepted %d rejected %d, want %d and %d", r.Accepted, len(r.Rejected), want, len(batch)-want)
+		}
+		return nil
+	}
+}
+
+// pipeline is one isolated maumeter deployment: its own database, topic and group.
+type pipeline struct {
+	env       []string
+	ingest    *proc
+	counter   *proc
+	ingestURL string
+	countURL  string
+	database  string
+	topic     string
+	group     string
+}
+
+func startPipeline(t *testing.T, name string) *pipeline {
+	t.Helper()
+	dir := t.TempDir()
+	tenants := filepath.Join(dir, "tenants.yaml")
+	if err := os.WriteFile(tenants, []byte(catalogue), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	id := fmt.Sprintf("%s_%d", name, time.Now().UnixNano())
+	p := &pipeline{database: "e2e_" + id, topic: "e2e." + id, group: "e2e-count-" + id}
+	p.env = []string{
+		"MAUMETER_KAFKA_BROKERS=" + brokers,
+		"MAUMETER_CLICKHOUSE_ADDR=" + clickhouseA,
+		"MAUMETER_CLICKHOUSE_DATABASE=" + p.database,
+		"MAUMETER_EVENTS_TOPIC=" + p.topic,
+		"MAUMETER_COUNT_GROUP=" + p.group,
+		"MAUMETER_TENANTS=" + tenants,
+		"MAUMETER_SESSION_TIMEOUT=6s",
+		"MAUMETER_LOG_LEVEL=info",
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	runOnce(t, ctx, p.env, "migrate")
+	// A second migrate is a no-op.
+	runOnce(t, ctx, p.env, "migrate")
+	ingestAddr, countAddr := freeAddr(t), freeAddr(t)
+	p.ingestURL, p.countURL = "http://"+ingestAddr, "http://"+countAddr
+	p.ingest = startProc(t, "ingest", p.env, "ingest", "--http-addr", ingestAddr)
+	p.counter = startProc(t, "count", p.env, "count", "--http-addr", countAddr)
+	waitHTTP(t, p.ingest, p.ingestURL+"/healthz", 30*time.Second)
+	waitHTTP(t, p.counter, p.countURL+"/healthz", 30*time.Second)
+	return p
+}
+
+// waitCounted waits until the counter group has committed the end of every partition.
+func (p *pipeline) waitCounted(t *testing.T, timeout time.Duration) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	var lag int64 = -1
+	var err error
+	for ctx.Err() == nil {
+		if p.counter.exited() {
+			t.Fatalf("counter exited:\n%s", p.counter.tail())
+		}
+		lag, err = bus.Lag(ctx, []string{brokers}, p.group, p.topic)
+		if err == nil && lag == 0 {
+			return
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Fatalf("counter still %d messages behind after %s (err %v):\n%s", lag, timeout, err, p.counter.tail())
+}
+
+// check compares the MAU of every tenant-month from the API and from ClickHouse with the truth.
+func (p *pipeline) check(t *testing.T, tr *traffic) {
+	t.Helper()
+	conn, err := clickhouse.Open(&clickhouse.Options{Addr: []string{clickhouseA}, Auth: clickhouse.Auth{Database: p.database}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx := context.Background()
+	rows, err := conn.Query(ctx, "SELECT tenant_id, month, uniqExact(device_key), uniqExact(app_id, guid) FROM mau_devices GROUP BY tenant_id, month")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fromCH := map[string]uint64{}
+	for rows.Next() {
+		var tenant, month string
+		var n, byGUID uint64
+		if err := rows.Scan(&tenant, &month, &n, &byGUID); err != nil {
+			t.Fatal(err)
+		}
+		if n != byGUID {
+			t.Errorf("%s %s: %d device keys but %d distinct (app, guid)", tenant, month, n, byGUID)
+		}
+		fromCH[tenant+" "+month] = n
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]uint64{}
+	var keys []string
+	for tenant, months := range tr.truth {
+		for month, set := range months {
+			k := tenant + " " + month
+			want[k] = uint64(len(set))
+			keys = append(keys, k)
+		}
+	}
+	sort.Strings(keys)
+	if len(keys) < 6 {
+		t.Errorf("the traffic covers %d tenant-months, want at least 6 (3 tenants × 2 months)", len(keys))
+	}
+	for k, n := range fromCH {
+		if _, ok := want[k]; !ok {
+			t.Errorf("ClickHouse has %s with MAU %d, which the truth does not", k, n)
+		}
+	}
+	for _, k := range keys {
+		var tenant, month string
+		fmt.Sscan(k, &tenant, &month)
+		if fromCH[k] != want[k] {
+			t.Errorf("ClickHouse MAU %s = %d, want %d", k, fromCH[k], want[k])
+		}
+		resp, err := http.Get(fmt.Sprintf("%s/v1/tenants/%s/mau?month=%s", p.countURL, tenant, month))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var body struct {
+			MAU   uint64 `json:"mau"`
+			Month string `json:"month"`
+		}
+		err = json.NewDecoder(resp.Body).Decode(&body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("API %s: %s %v", k, resp.Status, err)
+		}
+		if body.MAU != want[k] || body.Month != month {
+			t.Errorf("API MAU %s = %d (%s), want %d", k, body.MAU, body.Month, want[k])
+		}
+		t.Logf("%-24s MAU %7d  (ClickHouse %7d, API %7d)", k, want[k], fromCH[k], body.MAU)
+	}
+}
+
+func TestEndToEnd(t *testing.T) {
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d", seed)
+	tr := generate(rand.New(rand.NewPCG(seed, 1)), time.Now(), 34_000)
+	if tr.events < 200_000 {
+		t.Fatalf("generated %d events, want at least 200,000", tr.events)
+	}
+	t.Logf("%d events in %d batches, %d malformed", tr.events, len(tr.batches), tr.malformed)
+	p := startPipeline(t, "plain")
+	start := time.Now()
+	send(t, p.ingestURL+"/v1/events", tr, nil)
+	t.Logf("sent in %s", time.Since(start).Round(time.Millisecond))
+	p.waitCounted(t, 3*time.Minute)
+	t.Logf("counted %s after the start", time.Since(start).Round(time.Millisecond))
+	p.check(t, tr)
+}
+
+// TestCounterKilled SIGKILLs the counter three times while events stream in and once more while
+// it catches up, restarting it each time: the MAU must be exactly the truth.
+func TestCounterKilled(t *testing.T) {
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d", seed)
+	rng := rand.New(rand.NewPCG(seed, 2))
+	tr := generate(rng, time.Now(), 34_000)
+	p := startPipeline(t, "killed")
+	killAt := []float64{0.15 + 0.1*rng.Float64(), 0.45 + 0.1*rng.Float64(), 0.75 + 0.1*rng.Float64()}
+	var mu sync.Mutex
+	kills := 0
+	killAndRestart := func(why string) {
+		p.counter.kill()
+		kills++
+		t.Logf("SIGKILL counter %d (%s)", kills, why)
+		time.Sleep(time.Duration(rng.IntN(500)) * time.Millisecond)
+		p.counter.start()
+	}
+	start := time.Now()
+	send(t, p.ingestURL+"/v1/events", tr, func(done float64) {
+		mu.Lock()
+		defer mu.Unlock()
+		if len(killAt) > 0 && done >= killAt[0] {
+			killAt = killAt[1:]
+			killAndRestart(fmt.Sprintf("%.0f%% of batches sent", 100*done))
+		}
+	})
+	// Once more while it catches up, if it has not already.
+	time.Sleep(time.Duration(rng.IntN(1500)) * time.Millisecond)
+	killAndRestart("after sending, while consuming")
+	if kills < 4 {
+		t.Fatalf("killed the counter %d times, want 4", kills)
+	}
+	p.waitCounted(t, 4*time.Minute)
+	t.Logf("counted %s after the start", time.Since(start).Round(time.Millisecond))
+	p.check(t, tr)
+}
