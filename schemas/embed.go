@@ -11,3 +11,8 @@ var ClickHouseMigrations embed.FS
 
 // ClickHouseDir is the directory of the migrations inside ClickHouseMigrations.
 const ClickHouseDir = "clickhouse"
+
+// OpenAPI is the OpenAPI document of the HTTP API.
+//
+//go:embed openapi.yaml
+var OpenAPI []byte

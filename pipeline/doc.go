@@ -1,0 +1,15 @@
+// Package pipeline holds the stages that move data, in data-flow order, and their adapters:
+//
+//	SDKs ──HTTP──▶ ingest ──Kafka mau.events.v1──▶ count ──▶ ClickHouse mau_devices ──▶ api (MAU reads)
+//
+// To change…                               read…
+//   - what an event may contain            pkg/event (contract, validation, wire encoding)
+//   - how a request is validated/answered  pipeline/ingest
+//   - how devices are counted, crash safety pipeline/count (and docs/ARCHITECTURE.md, "Counting")
+//   - Kafka topics, producer, lag, kfake   pipeline/bus
+//   - ClickHouse tables and queries        schemas/clickhouse, pipeline/chstore
+//   - HTTP routes                          pipeline/api, schemas/openapi.yaml
+//   - generated traffic (demo, loadgen)    pipeline/loadgen
+//
+// Nothing here is imported by pkg/: pkg is pure domain code with no I/O.
+package pipeline
