@@ -1,0 +1,78 @@
+# maumeter developer entry points. `make` (or `make help`) lists the targets.
+# Real ClickHouse and Kafka run locally without Docker: see scripts/*.sh.
+
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+.DELETE_ON_ERROR:
+
+GO ?= go
+# Fixed ports for `make up` (override: make up KAFKA_PORT=29092 ...).
+CH_TCP_PORT ?= 19000
+CH_HTTP_PORT ?= 18123
+KAFKA_PORT ?= 19092
+KAFKA_CONTROLLER_PORT ?= 19093
+UP_DIR := .cache/up
+
+.PHONY: help
+help: ## Show this help
+	@echo "Usage: make <target> [VAR=value]"
+	@echo
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@echo
+	@echo "up/down ports: CH_TCP_PORT=$(CH_TCP_PORT) CH_HTTP_PORT=$(CH_HTTP_PORT) KAFKA_PORT=$(KAFKA_PORT) KAFKA_CONTROLLER_PORT=$(KAFKA_CONTROLLER_PORT)"
+
+.PHONY: fetch
+fetch: ## Download ClickHouse (libchdb via npm) and Kafka (Maven) into .cache/
+	scripts/clickhouse.sh fetch
+	scripts/kafka.sh fetch
+
+.PHONY: up
+up: ## Start ClickHouse + Kafka in the background (state in .cache/up/) and print export lines
+	@mkdir -p $(UP_DIR)
+	@scripts/clickhouse.sh start $(UP_DIR)/clickhouse $(CH_TCP_PORT) $(CH_HTTP_PORT)
+	@scripts/kafka.sh start $(UP_DIR)/kafka $(KAFKA_PORT) $(KAFKA_CONTROLLER_PORT)
+	@echo "# eval \"\$$(make -s up)\" sets these in your shell; 'make down' stops both"
+	@echo "export MAUMETER_CLICKHOUSE_ADDR=127.0.0.1:$(CH_TCP_PORT)"
+	@echo "export MAUMETER_CLICKHOUSE_HTTP=127.0.0.1:$(CH_HTTP_PORT)"
+	@echo "export MAUMETER_CLICKHOUSE_DATADIR=$(CURDIR)/$(UP_DIR)/clickhouse"
+	@echo "export MAUMETER_CLICKHOUSE_SCRIPT=$(CURDIR)/scripts/clickhouse.sh"
+	@echo "export MAUMETER_KAFKA_BROKERS=127.0.0.1:$(KAFKA_PORT)"
+	@echo "export MAUMETER_KAFKA_DATADIR=$(CURDIR)/$(UP_DIR)/kafka"
+	@echo "export MAUMETER_KAFKA_SCRIPT=$(CURDIR)/scripts/kafka.sh"
+
+.PHONY: down
+down: ## Stop the services started by `make up` (their data stays in .cache/up/)
+	@scripts/kafka.sh stop $(UP_DIR)/kafka
+	@scripts/clickhouse.sh stop $(UP_DIR)/clickhouse
+
+.PHONY: build
+build: ## Build bin/maumeter
+	$(GO) build -o bin/maumeter ./cmd/maumeter
+
+.PHONY: test
+test: ## Run all tests (race detector) against real ClickHouse + Kafka on random ports
+	scripts/with-services.sh --clickhouse --kafka -- env MAUMETER_REQUIRE_SERVICES=1 $(GO) test -race -count=1 -timeout 25m ./...
+
+.PHONY: demo
+demo: ## Run the demo against a real ClickHouse
+	scripts/with-services.sh --clickhouse -- $(GO) run ./cmd/maumeter demo
+
+.PHONY: bench
+bench: ## Run the benchmarks against real ClickHouse + Kafka
+	scripts/with-services.sh --clickhouse --kafka -- $(GO) test -run '^$$' -bench . -benchmem ./...
+
+.PHONY: lint
+lint: ## gofmt -l (must print nothing) and go vet
+	@files=$$(git ls-files -co --exclude-standard '*.go'); \
+	bad=$$(gofmt -l $$files); \
+	if [ -n "$$bad" ]; then echo "gofmt needed on:"; echo "$$bad"; exit 1; fi
+	$(GO) vet ./...
+
+.PHONY: clean
+clean: down ## Stop `make up` services; remove bin/ and .cache/up/ (keeps downloads)
+	rm -rf bin .cache/up
+
+.PHONY: distclean
+distclean: clean ## clean, and remove all of .cache/ (downloads too; stop running copies first)
+	rm -rf .cache

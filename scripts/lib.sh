@@ -1,0 +1,121 @@
+# shellcheck shell=bash
+# Shared helpers for scripts/clickhouse.sh, scripts/kafka.sh and
+# scripts/with-services.sh. Source it; it defines functions and REPO_ROOT/CACHE_DIR.
+
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck disable=SC2034 # used by the scripts that source this file
+CACHE_DIR="${MAUMETER_CACHE_DIR:-$REPO_ROOT/.cache}"
+
+_ts() { date +%H:%M:%S; }
+# log is informational; MAUMETER_QUIET=1 silences it (errors always print).
+log() { [[ ${MAUMETER_QUIET:-} == 1 ]] || printf '[%s] %s\n' "$(_ts)" "$*" >&2; }
+die() { printf '[%s] ERROR: %s\n' "$(_ts)" "$*" >&2; exit 1; }
+
+# need CMD "why/how to install": fail loudly when a prerequisite is missing.
+need() {
+	command -v "$1" >/dev/null 2>&1 || die "prerequisite '$1' not found in PATH: $2"
+}
+
+# print_header FILE: the comment block at the top of FILE, without '# '.
+print_header() {
+	awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$1" >&2
+}
+
+# now_ms prints a monotonic-enough wall clock in milliseconds.
+now_ms() { date +%s%3N; }
+
+# abspath DIR prints the absolute path of DIR (which may not exist yet).
+abspath() {
+	case "$1" in
+	/*) printf '%s\n' "$1" ;;
+	*) printf '%s\n' "$PWD/$1" ;;
+	esac
+}
+
+# with_lock FILE CMD...: run CMD while holding an exclusive flock on FILE, so
+# two copies of the repo scripts fetching at once do not trample each other.
+with_lock() {
+	local file=$1
+	shift
+	mkdir -p "$(dirname "$file")"
+	if command -v flock >/dev/null 2>&1; then
+		(
+			flock -w 1800 9 || die "timed out waiting for lock $file"
+			"$@"
+		) 9>"$file"
+	else
+		"$@"
+	fi
+}
+
+# pid_alive PID MATCH: true when PID runs and its command line contains MATCH
+# (guards against a recycled pid).
+pid_alive() {
+	local pid=$1 match=$2
+	[[ -n $pid ]] || return 1
+	kill -0 "$pid" 2>/dev/null || return 1
+	[[ -r /proc/$pid/cmdline ]] || return 0
+	tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "$match"
+}
+
+# read_pid PIDFILE prints the pid recorded in PIDFILE, or nothing.
+read_pid() { [[ -f $1 ]] && tr -dc '0-9' <"$1" || true; }
+
+# stop_pid NAME PIDFILE MATCH TIMEOUT_S: SIGTERM, wait, SIGKILL after TIMEOUT_S.
+stop_pid() {
+	local name=$1 pidfile=$2 match=$3 timeout=$4 pid i
+	pid=$(read_pid "$pidfile")
+	if ! pid_alive "$pid" "$match"; then
+		rm -f "$pidfile"
+		log "$name: not running"
+		return 0
+	fi
+	kill -TERM "$pid" 2>/dev/null || true
+	for ((i = 0; i < timeout * 10; i++)); do
+		pid_alive "$pid" "$match" || break
+		sleep 0.1
+	done
+	if pid_alive "$pid" "$match"; then
+		log "$name: pid $pid still alive after ${timeout}s, sending SIGKILL"
+		kill -KILL "$pid" 2>/dev/null || true
+		for ((i = 0; i < 50; i++)); do
+			pid_alive "$pid" "$match" || break
+			sleep 0.1
+		done
+	fi
+	# zombie-proof: kill -0 succeeds on a zombie only while its parent lives.
+	pid_alive "$pid" "$match" && [[ $(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null) != Z ]] &&
+		die "$name: could not stop pid $pid"
+	rm -f "$pidfile"
+	log "$name: stopped (pid $pid)"
+}
+
+# tcp_open PORT: true when something accepts connections on 127.0.0.1:PORT.
+tcp_open() {
+	(exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+# show_log_tail FILE [N]: print the last N lines of FILE to stderr.
+show_log_tail() {
+	local file=$1 n=${2:-40}
+	[[ -f $file ]] || return 0
+	printf -- '----- last %s lines of %s -----\n' "$n" "$file" >&2
+	tail -n "$n" "$file" >&2
+	printf -- '----- end of %s -----\n' "$file" >&2
+}
+
+# write_ports FILE k=v...: remember the ports a datadir was started with.
+write_ports() {
+	local file=$1
+	shift
+	printf '%s\n' "$@" >"$file.tmp" && mv -f "$file.tmp" "$file"
+}
+
+# read_port FILE KEY prints the value of KEY in FILE (k=v lines).
+read_port() {
+	[[ -f $1 ]] || return 0
+	sed -n "s/^$2=\\([0-9]*\\)\$/\\1/p" "$1" | tail -n1
+}
+
+# valid_port N: an integer in 1..65535.
+valid_port() { [[ $1 =~ ^[0-9]+$ ]] && ((10#$1 >= 1 && 10#$1 <= 65535)); }

@@ -1,0 +1,3 @@
+module github.com/maumeter/maumeter/tools/chlaunch
+
+go 1.26
