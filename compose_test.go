@@ -1,17 +1,22 @@
 // Tests of the deployment files at the repository root: docker-compose.yml, the Dockerfile and
 // what compose mounts from deploy/. They load the compose file with compose-go, the library
-// docker compose itself uses, so a file that passes here is one docker compose accepts; they need
-// neither Docker nor the network.
+// docker compose itself uses, so a file that passes here is one docker compose accepts; the
+// tenant catalogue with pkg/tenant, the loader the roles use; and they check each role's command
+// and environment against the subcommands and flags of the maumeter binary, built from
+// ./cmd/maumeter. They need neither Docker nor the network.
 package maumeter_test
 
 import (
 	"bytes"
 	"context"
+	"errors"
 	"maps"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -19,28 +24,31 @@ import (
 	"github.com/compose-spec/compose-go/v2/cli"
 	"github.com/compose-spec/compose-go/v2/types"
 	"gopkg.in/yaml.v3"
+
+	"github.com/maumeter/maumeter/pkg/tenant"
 )
 
 // composeRole is a maumeter service of docker-compose.yml: the subcommand it runs, the port of
-// its HTTP listener (/healthz, /metrics; empty for one-shot jobs) and the services it waits for.
+// its HTTP listener (/healthz, /metrics; empty for one-shot jobs), whether it reads or writes
+// ClickHouse, and the services it waits for.
 type composeRole struct {
-	name      string
-	command   string
-	port      string
-	dependsOn map[string]string // service → condition
+	name       string
+	command    string
+	port       string
+	clickhouse bool
+	dependsOn  map[string]string // service → condition
 }
 
 var afterMigrate = map[string]string{"migrate": types.ServiceConditionCompletedSuccessfully}
 
+// The archive and rate roles join when `maumeter archive` and `maumeter rate` exist.
 var composeRoles = []composeRole{
-	{"migrate", "migrate", "", map[string]string{
+	{"migrate", "migrate", "", true, map[string]string{
 		"kafka":      types.ServiceConditionHealthy,
 		"clickhouse": types.ServiceConditionHealthy,
 	}},
-	{"ingest", "ingest", "8080", afterMigrate},
-	{"count", "count", "9464", afterMigrate},
-	{"archive", "archive", "9464", afterMigrate},
-	{"rate", "rate", "9464", afterMigrate},
+	{"ingest", "ingest", "8080", false, afterMigrate},
+	{"count", "count", "9464", true, afterMigrate},
 }
 
 const (
@@ -189,14 +197,19 @@ func TestComposeRoles(t *testing.T) {
 				t.Errorf("depends_on:\n got %v\nwant %v", got, r.dependsOn)
 			}
 
-			for key, want := range map[string]string{
-				"MAUMETER_KAFKA_BROKERS":       "kafka:9092",
-				"MAUMETER_CLICKHOUSE_ADDR":     "clickhouse:9000",
-				"MAUMETER_CLICKHOUSE_DATABASE": env(ch, "CLICKHOUSE_DB"),
-				"MAUMETER_CLICKHOUSE_USER":     env(ch, "CLICKHOUSE_USER"),
-				"MAUMETER_CLICKHOUSE_PASSWORD": env(ch, "CLICKHOUSE_PASSWORD"),
-				"MAUMETER_TENANTS":             composeTenantsPath,
-			} {
+			wantEnv := map[string]string{
+				"MAUMETER_KAFKA_BROKERS": "kafka:9092",
+				"MAUMETER_TENANTS":       composeTenantsPath,
+			}
+			if r.clickhouse {
+				wantEnv["MAUMETER_CLICKHOUSE_ADDR"] = "clickhouse:9000"
+				wantEnv["MAUMETER_CLICKHOUSE_DATABASE"] = env(ch, "CLICKHOUSE_DB")
+				wantEnv["MAUMETER_CLICKHOUSE_USER"] = env(ch, "CLICKHOUSE_USER")
+				wantEnv["MAUMETER_CLICKHOUSE_PASSWORD"] = env(ch, "CLICKHOUSE_PASSWORD")
+			} else if _, ok := s.Environment["MAUMETER_CLICKHOUSE_PASSWORD"]; ok {
+				t.Errorf("environment: got MAUMETER_CLICKHOUSE_PASSWORD, want none: %s does not use ClickHouse", r.name)
+			}
+			for key, want := range wantEnv {
 				if got := env(s, key); got != want || want == "" {
 					t.Errorf("environment %s: got %q, want %q (non-empty)", key, got, want)
 				}
@@ -207,6 +220,16 @@ func TestComposeRoles(t *testing.T) {
 			for _, v := range s.Volumes {
 				if v.Target == composeTenantsPath && !v.ReadOnly {
 					t.Errorf("volume %s: got read-write, want read_only", v.Target)
+				}
+			}
+
+			if r.name == "migrate" { // creates the events topic on the one-broker Kafka
+				if n, err := strconv.Atoi(env(s, "MAUMETER_EVENTS_PARTITIONS")); err != nil || n < 1 {
+					t.Errorf("environment MAUMETER_EVENTS_PARTITIONS: got %q, want a positive integer",
+						env(s, "MAUMETER_EVENTS_PARTITIONS"))
+				}
+				if got := env(s, "MAUMETER_REPLICATION_FACTOR"); got != "1" {
+					t.Errorf("environment MAUMETER_REPLICATION_FACTOR: got %q, want \"1\": kafka has one broker", got)
 				}
 			}
 
@@ -228,6 +251,62 @@ func TestComposeRoles(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// The roles run the maumeter binary: each service's command must be one of its subcommands, and
+// every MAUMETER_* variable a service sets must be a flag of that subcommand (parseFlags reads
+// MAUMETER_<FLAG> only for the flags a subcommand defines, so any other is silently ignored).
+func TestComposeRolesMatchBinary(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds ./cmd/maumeter")
+	}
+	bin := filepath.Join(t.TempDir(), "maumeter")
+	if out, err := exec.Command("go", "build", "-o", bin, "./cmd/maumeter").CombinedOutput(); err != nil {
+		t.Fatalf("go build ./cmd/maumeter: %v\n%s", err, out)
+	}
+	flagName := regexp.MustCompile(`(?m)^  -([a-z0-9-]+)`)
+	// flags returns the flags of a subcommand, from `maumeter <command> -h` (exit 0).
+	flags := func(command string) []string {
+		out, err := exec.Command(bin, command, "-h").CombinedOutput()
+		var exit *exec.ExitError
+		if errors.As(err, &exit) {
+			t.Errorf("maumeter %s -h: exit %d: not a subcommand of the binary?\n%s", command, exit.ExitCode(), out)
+			return nil
+		} else if err != nil {
+			t.Fatalf("maumeter %s -h: %v", command, err)
+		}
+		var names []string
+		for _, m := range flagName.FindAllSubmatch(out, -1) {
+			names = append(names, string(m[1]))
+		}
+		return names
+	}
+
+	p, _ := loadCompose(t)
+	for _, r := range composeRoles {
+		s := service(t, p, r.name)
+		if len(s.Command) == 0 {
+			continue // TestComposeRoles reports it
+		}
+		have := flags(s.Command[0])
+		if have == nil {
+			continue
+		}
+		for _, key := range slices.Sorted(maps.Keys(s.Environment)) {
+			name, ok := strings.CutPrefix(key, "MAUMETER_")
+			if !ok {
+				continue
+			}
+			name = strings.ToLower(strings.ReplaceAll(name, "_", "-"))
+			if !slices.Contains(have, name) {
+				t.Errorf("%s: environment %s: `maumeter %s` has no --%s flag (flags: %v)",
+					r.name, key, s.Command[0], name, have)
+			}
+		}
+	}
+	if !slices.Contains(flags("healthcheck"), "url") {
+		t.Errorf("maumeter healthcheck: want a --url flag, the role healthchecks call it")
 	}
 }
 
@@ -301,6 +380,13 @@ func TestComposePrometheusScrapesEveryRole(t *testing.T) {
 			t.Errorf("%s: got targets %v, want %s among them", src, targets, want)
 		}
 	}
+	for _, target := range targets { // a target with no service is a scrape that always fails
+		host, _, _ := strings.Cut(target, ":")
+		if _, ok := p.Services[host]; !ok && host != "localhost" {
+			t.Errorf("%s: target %s: got no compose service %q, want one of %v",
+				src, target, host, slices.Sorted(maps.Keys(p.Services)))
+		}
+	}
 
 	gf := service(t, p, "grafana")
 	ds := filepath.Join(bindSource(t, gf, "/etc/grafana/provisioning"), "datasources")
@@ -317,46 +403,18 @@ func TestComposePrometheusScrapesEveryRole(t *testing.T) {
 	}
 }
 
-// The example catalogue is the file the roles load: it must parse with the fields of the
-// documented format only and cover one tenant of each kind the demo shows.
+// The example catalogue is the file the roles load: it must load with tenant.Load, the loader the
+// roles use (format and validation), and cover one tenant of each kind the demo shows.
 func TestComposeTenantsExample(t *testing.T) {
 	p, _ := loadCompose(t)
 	src := bindSource(t, service(t, p, "ingest"), composeTenantsPath)
-	var doc struct {
-		Tenants []struct {
-			ID              string   `yaml:"id"`
-			Plan            string   `yaml:"plan"`
-			Purchased       string   `yaml:"purchased"`
-			TimeZone        string   `yaml:"time_zone"`
-			Apps            []string `yaml:"apps"`
-			TestingApps     []string `yaml:"testing_apps"`
-			BillTestingApps bool     `yaml:"bill_testing_apps"`
-			Contract        *struct {
-				IncludedMAU  *int64  `yaml:"included_mau"`
-				UnitPriceUSD *string `yaml:"unit_price_usd"`
-			} `yaml:"contract"`
-		} `yaml:"tenants"`
+	catalog, err := tenant.Load(src)
+	if err != nil {
+		t.Fatal(err)
 	}
-	decodeYAML(t, src, &doc, true)
-
-	validID := regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
 	var got []string
-	for _, tn := range doc.Tenants {
-		got = append(got, tn.Plan+" "+tn.TimeZone)
-		if !validID.MatchString(tn.ID) {
-			t.Errorf("tenant %q: id must be 1-64 of [A-Za-z0-9._-]", tn.ID)
-		}
-		if _, err := time.LoadLocation(tn.TimeZone); err != nil {
-			t.Errorf("tenant %s: time_zone: %v", tn.ID, err)
-		}
-		if _, err := time.Parse(time.DateOnly, tn.Purchased); err != nil {
-			t.Errorf("tenant %s: purchased: %v", tn.ID, err)
-		}
-		for _, app := range slices.Concat(tn.Apps, tn.TestingApps) {
-			if !validID.MatchString(app) {
-				t.Errorf("tenant %s: app %q must be 1-64 of [A-Za-z0-9._-]", tn.ID, app)
-			}
-		}
+	for _, tn := range catalog.Tenants {
+		got = append(got, tn.Plan+" "+tn.Location().String())
 		if strings.HasPrefix(tn.Plan, "poc_") && len(tn.Apps) > 0 {
 			t.Errorf("tenant %s: got production apps %v, want none on a POC plan", tn.ID, tn.Apps)
 		}
