@@ -31,7 +31,7 @@ type Tenant struct {
 
 // Config of a run.
 type Config struct {
-	URL         string // the POST /v1/events endpoint
+	URL         string            // the POST /v1/events endpoint
 	Keys        map[string]string // tenant → ingest key (Authorization: Bearer)
 	Tenants     []Tenant
 	EventsPer   float64 // mean events per device (≥ 1; every device sends at least one)
