@@ -50,9 +50,23 @@ down: ## Stop the services started by `make up` (their data stays in .cache/up/)
 build: ## Build bin/maumeter
 	$(GO) build -o bin/maumeter ./cmd/maumeter
 
+# Fuzzers run by `make test` (and `make fuzz`), each for FUZZTIME: package:FuzzName.
+FUZZTIME ?= 10s
+FUZZERS := ./pkg/event:FuzzParse ./pkg/event:FuzzSplitBatch ./pkg/event:FuzzDecode ./pipeline/ingest:FuzzHandler
+
 .PHONY: test
-test: ## Run all tests (race detector) against real ClickHouse + Kafka on random ports
+test: ## Run all tests (race detector) against real ClickHouse + Kafka on random ports, then the Kafka outage test and the fuzzers
 	scripts/with-services.sh --clickhouse --kafka -- env MAUMETER_REQUIRE_SERVICES=1 $(GO) test -race -count=1 -timeout 25m ./...
+	@# The outage test stops and restarts its broker: it gets one of its own.
+	scripts/with-services.sh --kafka -- env MAUMETER_REQUIRE_SERVICES=1 MAUMETER_KAFKA_EXCLUSIVE=1 $(GO) test -race -count=1 -timeout 10m -v ./e2e/outage
+	$(MAKE) --no-print-directory fuzz
+
+.PHONY: fuzz
+fuzz: ## Run each fuzzer for FUZZTIME (default 10s)
+	@for f in $(FUZZERS); do \
+		echo "fuzz $${f#*:} ($${f%%:*}) for $(FUZZTIME)"; \
+		$(GO) test -run '^$$' -fuzz "^$${f#*:}\$$" -fuzztime $(FUZZTIME) "$${f%%:*}" || exit 1; \
+	done
 
 .PHONY: demo
 demo: ## Run the demo against a real ClickHouse
