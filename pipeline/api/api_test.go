@@ -2,9 +2,14 @@ package api
 
 import (
 	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +17,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"gopkg.in/yaml.v3"
 
+	"github.com/maumeter/maumeter/pipeline/ingest"
+	"github.com/maumeter/maumeter/pkg/event"
 	"github.com/maumeter/maumeter/pkg/tenant"
 	"github.com/maumeter/maumeter/schemas"
 )
@@ -87,4 +94,118 @@ func TestMAUDefaultsToTheTenantsCurrentMonth(t *testing.T) {
 	f("/v1/tenants/acme/mau?month=2026-10", 200, `"mau":42`)
 	f("/v1/tenants/acme/mau?month=2026-13", 400, "month")
 	f("/v1/tenants/nobody/mau", 404, "not in the catalogue")
+}
+
+// failingProducer refuses every batch while fail is set.
+type failingProducer struct{ fail bool }
+
+func (p *failingProducer) Produce(_ context.Context, events []event.Event) error {
+	if p.fail && len(events) > 0 {
+		return errors.New("kafka down")
+	}
+	return nil
+}
+
+// TestOpenAPIDocumentsIngest drives the real ingest handler behind the router into each of its
+// answers and checks that the document describes every status it gave, its security scheme
+// and every rejection reason.
+func TestOpenAPIDocumentsIngest(t *testing.T) {
+	var doc struct {
+		Paths map[string]map[string]struct {
+			Security  []map[string][]string `yaml:"security"`
+			Responses map[string]any        `yaml:"responses"`
+		} `yaml:"paths"`
+		Components struct {
+			SecuritySchemes map[string]struct {
+				Type   string `yaml:"type"`
+				Scheme string `yaml:"scheme"`
+			} `yaml:"securitySchemes"`
+			Schemas struct {
+				Rejection struct {
+					Properties struct {
+						Reason struct {
+							Enum []string `yaml:"enum"`
+						} `yaml:"reason"`
+					} `yaml:"properties"`
+				} `yaml:"Rejection"`
+			} `yaml:"schemas"`
+		} `yaml:"components"`
+	}
+	if err := yaml.Unmarshal(schemas.OpenAPI, &doc); err != nil {
+		t.Fatal(err)
+	}
+	op := doc.Paths["/v1/events"]["post"]
+	if len(op.Security) != 1 || op.Security[0]["ingestKey"] == nil {
+		t.Errorf("POST /v1/events security %v, want ingestKey", op.Security)
+	}
+	if s := doc.Components.SecuritySchemes["ingestKey"]; s.Type != "http" || s.Scheme != "bearer" {
+		t.Errorf("ingestKey scheme %+v, want http bearer", s)
+	}
+	var want []string
+	for _, r := range event.Reasons {
+		want = append(want, string(r))
+	}
+	if got := doc.Components.Schemas.Rejection.Properties.Reason.Enum; !slices.Equal(got, want) {
+		t.Errorf("Rejection.reason enum %v, want %v", got, want)
+	}
+
+	const skeleton = "tenants:\n  - {id: acme, plan: pro, purchased: 2026-01-01, apps: [a], ingest_limit: {events_per_second: 1, burst: 1000}, ingest_keys: [%s]}\n"
+	base, err := tenant.Parse("t.yaml", fmt.Appendf(nil, skeleton, ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	acme, _ := base.Tenant("acme")
+	key, entry, err := tenant.NewKey(rand.Reader, acme, nil, time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cat, err := tenant.Parse("t.yaml", fmt.Appendf(nil, skeleton, strings.TrimPrefix(entry.YAML(), "- ")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Date(2026, 11, 10, 12, 0, 0, 0, time.UTC)
+	producer := &failingProducer{}
+	h, err := ingest.New(ingest.Config{}, cat, producer, nil, func() time.Time { return now }, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	router := New(Config{Catalog: cat, Ingest: h, Gatherer: prometheus.NewRegistry()})
+	ev := `{"tenant_id":"acme","app_id":"a","guid":"g","event":"search","ts":"2026-11-10T11:00:00Z"}` + "\n"
+	seen := map[int]bool{}
+	f := func(name, auth, encoding, body string, wantCode int) {
+		t.Helper()
+		req := httptest.NewRequest(http.MethodPost, "/v1/events", strings.NewReader(body))
+		if auth != "" {
+			req.Header.Set("Authorization", "Bearer "+auth)
+		}
+		if encoding != "" {
+			req.Header.Set("Content-Encoding", encoding)
+		}
+		rec := httptest.NewRecorder()
+		router.ServeHTTP(rec, req)
+		if rec.Code != wantCode {
+			t.Errorf("%s: %d %s, want %d", name, rec.Code, rec.Body, wantCode)
+		}
+		seen[rec.Code] = true
+		if _, ok := op.Responses[fmt.Sprint(rec.Code)]; !ok {
+			t.Errorf("%s: POST /v1/events answered %d, which schemas/openapi.yaml does not document", name, rec.Code)
+		}
+	}
+	f("no key", "", "", ev, 401)
+	wrong := key[:len(key)-1] + map[bool]string{true: "x", false: "y"}[key[len(key)-1] != 'x']
+	f("wrong key", wrong, "", ev, 401)
+	f("accepted", key, "", ev, 200)
+	f("rejected event", key, "", `{"tenant_id":"other"}`, 200)
+	f("broken array", key, "", "[", 400)
+	f("too many events", key, "", strings.Repeat(ev, 1001), 413)
+	f("brotli", key, "br", ev, 415)
+	producer.fail = true
+	f("kafka down", key, "", ev, 503)
+	producer.fail = false
+	f("over the rate limit", key, "", strings.Repeat(ev, 1000), 429)
+	for code := range op.Responses {
+		if c, _ := strconv.Atoi(code); !seen[c] {
+			t.Errorf("schemas/openapi.yaml documents %s for POST /v1/events; the test did not provoke it", code)
+		}
+	}
 }

@@ -100,7 +100,7 @@ func NewProducer(brokers []string, topic string) *Producer {
 		Balancer:     &kafka.Hash{},
 		RequiredAcks: kafka.RequireAll,
 		Compression:  kafka.Lz4,
-		BatchSize:    5000,
+		BatchSize:    1000,
 		BatchBytes:   8 << 20,
 		BatchTimeout: 2 * time.Millisecond,
 		MaxAttempts:  5,

@@ -94,7 +94,13 @@ func testBrokers(t testing.TB) []string {
 // newTopic creates a fresh topic of 4 partitions.
 func newTopic(t testing.TB, brokers []string) string {
 	t.Helper()
-	topic := fmt.Sprintf("ingest-test.%s.%d", strings.NewReplacer("/", ".", "#", ".").Replace(t.Name()), time.Now().UnixNano())
+	name := strings.Map(func(r rune) rune {
+		if r < 128 && event.ValidID(string(r)) {
+			return r
+		}
+		return '_'
+	}, t.Name())
+	topic := fmt.Sprintf("ingest-test.%.100s.%d", name, time.Now().UnixNano())
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := bus.EnsureTopic(ctx, brokers, bus.Topic{Name: topic, Partitions: 4, ReplicationFactor: 1}, slog.New(slog.DiscardHandler)); err != nil {

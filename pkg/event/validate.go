@@ -27,6 +27,12 @@ const (
 	ReasonPOCCapReached  Reason = "poc_cap_reached" // a POC tenant-month is full and the device is new
 )
 
+// Reasons lists every rejection reason, in the order of the constants above.
+var Reasons = []Reason{
+	ReasonBadJSON, ReasonMissingField, ReasonBadField, ReasonBadEventType, ReasonTSTooOld, ReasonTSInFuture,
+	ReasonUnknownTenant, ReasonUnknownApp, ReasonTenantMismatch, ReasonAppNotAllowed, ReasonPOCCapReached,
+}
+
 // Rejection says why one event of a batch was refused. Index is the event's 0-based position
 // in the batch (blank NDJSON lines are not counted).
 type Rejection struct {

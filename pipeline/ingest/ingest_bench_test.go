@@ -1,0 +1,193 @@
+package ingest
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/maumeter/maumeter/pipeline/api"
+	"github.com/maumeter/maumeter/pipeline/bus"
+	"github.com/maumeter/maumeter/pkg/event"
+)
+
+// benchClients is how many requests (or produce calls) are in flight at once, as many SDKs
+// would keep one gateway busy.
+const benchClients = 16
+
+// benchBrokers is the real Kafka of `make bench`: figures against an in-process broker would
+// say nothing about production.
+func benchBrokers(b *testing.B) []string {
+	b.Helper()
+	if os.Getenv("MAUMETER_KAFKA_BROKERS") == "" && os.Getenv("MAUMETER_REQUIRE_SERVICES") != "1" {
+		b.Skip("needs the real Kafka: run `make bench`")
+	}
+	return testBrokers(b)
+}
+
+// benchEvent is an event of the ~150-byte JSON size SDKs send.
+func benchEvent(guid int, ts string) string {
+	return fmt.Sprintf(`{"event_id":"e-%012d","tenant_id":"acme","app_id":"acme-super","guid":"%032x","event":"open","mini_program_id":"mp-%d","ts":%q}`,
+		guid, guid, guid%500, ts)
+}
+
+// runParallel runs n operations over benchClients goroutines and reports events/s.
+func runParallel(b *testing.B, eventsPerOp int, op func(i int) error) {
+	b.Helper()
+	var next atomic.Int64
+	var failed atomic.Value
+	var wg sync.WaitGroup
+	b.ResetTimer()
+	start := time.Now()
+	for range benchClients {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= b.N {
+					return
+				}
+				if err := op(i); err != nil {
+					failed.CompareAndSwap(nil, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	b.StopTimer()
+	if err, _ := failed.Load().(error); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportMetric(float64(b.N*eventsPerOp)/elapsed.Seconds(), "events/s")
+}
+
+// benchFixture is shared by the benchmarks of one run: a topic of 8 partitions and a producer,
+// warmed up so that neither topic creation, metadata look-ups nor the broker's JIT are timed.
+type benchFixture struct {
+	brokers  []string
+	producer *bus.Producer
+}
+
+var (
+	benchOnce sync.Once
+	bench     benchFixture
+	benchErr  error
+)
+
+func fixture(b *testing.B) *benchFixture {
+	b.Helper()
+	brokers := benchBrokers(b)
+	benchOnce.Do(func() {
+		topic := fmt.Sprintf("ingest-bench.%d", time.Now().UnixNano())
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if benchErr = bus.EnsureTopic(ctx, brokers, bus.Topic{Name: topic, Partitions: 8, ReplicationFactor: 1}, slog.New(slog.DiscardHandler)); benchErr != nil {
+			return
+		}
+		bench = benchFixture{brokers: brokers, producer: bus.NewProducer(brokers, topic)}
+		// Warm up for 3 s: 16 writers of 1,000 events.
+		batch := benchEvents(0, 1000, time.Now())
+		var wg sync.WaitGroup
+		deadline := time.Now().Add(3 * time.Second)
+		for range benchClients {
+			wg.Go(func() {
+				for time.Now().Before(deadline) && benchErr == nil {
+					if err := bench.producer.Produce(ctx, batch); err != nil {
+						benchErr = err
+					}
+				}
+			})
+		}
+		wg.Wait()
+	})
+	if benchErr != nil {
+		b.Fatal(benchErr)
+	}
+	return &bench
+}
+
+// benchEvents returns n validated events of distinct devices.
+func benchEvents(from, n int, now time.Time) []event.Event {
+	ts := now.Add(-time.Minute).UTC().Format(time.RFC3339Nano)
+	out := make([]event.Event, n)
+	for i := range out {
+		e, rj := event.Parse([]byte(benchEvent(from+i, ts)), now, event.DefaultBounds)
+		if rj != nil {
+			panic(rj)
+		}
+		out[i] = e
+	}
+	return out
+}
+
+// BenchmarkGateway is what one gateway accepts: HTTP requests of NDJSON batches with a key,
+// over loopback, through authentication, validation and the producer, to the real Kafka
+// (acks=all), 16 requests in flight.
+func BenchmarkGateway(b *testing.B) {
+	for _, batch := range []int{100, 1000} {
+		b.Run(fmt.Sprintf("batch=%d", batch), func(b *testing.B) {
+			fx := fixture(b)
+			cat, keys := testCatalog(b)
+			h, err := New(Config{}, cat, fx.producer, nil, time.Now, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+			if err != nil {
+				b.Fatal(err)
+			}
+			url := serve(b, h, api.Timeouts{})
+			ts := time.Now().Add(-time.Minute).UTC().Format(time.RFC3339Nano)
+			bodies := make([][]byte, 64)
+			for i := range bodies {
+				var buf bytes.Buffer
+				for j := range batch {
+					buf.WriteString(benchEvent(i*batch+j, ts))
+					buf.WriteByte('\n')
+				}
+				bodies[i] = buf.Bytes()
+			}
+			client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: benchClients}}
+			want := fmt.Appendf(nil, `{"accepted":%d,"rejected":[]}`, batch)
+			b.SetBytes(int64(len(bodies[0])))
+			runParallel(b, batch, func(i int) error {
+				req, _ := http.NewRequest(http.MethodPost, url, bytes.NewReader(bodies[i%len(bodies)]))
+				req.Header.Set("Authorization", "Bearer "+keys.acme)
+				req.Header.Set("Content-Type", "application/x-ndjson")
+				resp, err := client.Do(req)
+				if err != nil {
+					return err
+				}
+				data, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusOK || !bytes.HasPrefix(data, want) {
+					return fmt.Errorf("%s: %s", resp.Status, data)
+				}
+				return nil
+			})
+		})
+	}
+}
+
+// BenchmarkProducer is the ceiling of BenchmarkGateway: the bare producer writing validated
+// events to the same Kafka, 16 calls in flight, no HTTP, JSON or validation.
+func BenchmarkProducer(b *testing.B) {
+	for _, batch := range []int{100, 1000} {
+		b.Run(fmt.Sprintf("batch=%d", batch), func(b *testing.B) {
+			fx := fixture(b)
+			batches := make([][]event.Event, 64)
+			for i := range batches {
+				batches[i] = benchEvents(i*batch, batch, time.Now())
+			}
+			runParallel(b, batch, func(i int) error {
+				return fx.producer.Produce(b.Context(), batches[i%len(batches)])
+			})
+		})
+	}
+}
