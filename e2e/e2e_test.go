@@ -459,9 +459,9 @@ func TestCounterKilled(t *testing.T) {
 
 // newKey runs `maumeter keys new --tenant tenant` and returns the key and its catalogue entry
 // (the flow-mapping inside the "- {...}" line it prints).
-func newKey(t *testing.T, ctx context.Context, env []string, tenant string) (key, entry string) {
+func newKey(t *testing.T, ctx context.Context, env []string, tenant string, flags ...string) (key, entry string) {
 	t.Helper()
-	out := runOnce(t, ctx, env, "keys", "new", "--tenant", tenant)
+	out := runOnce(t, ctx, env, append([]string{"keys", "new", "--tenant", tenant}, flags...)...)
 	var lines []string
 	for l := range strings.SplitSeq(out, "\n") {
 		if l = strings.TrimSpace(l); l != "" && !strings.HasPrefix(l, "#") {
