@@ -216,6 +216,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	err = h.producer.Produce(ctx, good)
 	h.produceTime.Observe(time.Since(pstart).Seconds())
 	if err != nil {
+		limit.give(len(raws))
 		h.log.Warn("produce failed; batch refused", "tenant", key.Tenant(), "events", len(good), "err", err)
 		w.Header().Set("Retry-After", retryAfter(h.cfg.RetryAfter))
 		h.fail(w, http.StatusServiceUnavailable, "event store unavailable, nothing of this batch was accepted; retry later")

@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -515,11 +516,18 @@ func TestRateLimit(t *testing.T) {
 	clk.advance(500 * time.Millisecond)
 	f("acme after 0.5s: 500 tokens", keys.acme, full, 429, 3000)
 	f("acme after 0.5s: 400 events", keys.acme, batch("acme", "acme-super", 400), 200, 3400)
-	clk.advance(time.Second)
-	f("acme after 1.5s", keys.acme, full, 200, 4400)
+	clk.advance(1500 * time.Millisecond)
+	f("acme after 2s", keys.acme, full, 200, 4400)
+	// A batch Kafka refused (503) gives its tokens back: the retry is not throttled.
+	clk.advance(time.Second) // 1,600 tokens
+	rec.fail = errors.New("kafka down")
+	f("acme while Kafka is down", keys.acme, batch("acme", "acme-super", 1000), 503, 4400)
+	rec.fail = nil
+	f("acme's retry", keys.acme, batch("acme", "acme-super", 1000), 200, 5400)
+	f("acme's next batch", keys.acme, batch("acme", "acme-super", 1000), 429, 5400)
 	// initech's catalogue ingest_limit (1000/s, burst 1000) overrides the default.
-	f("initech 1st batch", keys.initech, batch("initech", "initech-poc", 1000), 200, 5400)
-	f("initech 2nd batch", keys.initech, batch("initech", "initech-poc", 1), 429, 5400)
+	f("initech 1st batch", keys.initech, batch("initech", "initech-poc", 1000), 200, 6400)
+	f("initech 2nd batch", keys.initech, batch("initech", "initech-poc", 1), 429, 6400)
 }
 
 // TestOverloadGives429: with every in-flight slot taken by requests waiting for Kafka, a new

@@ -47,6 +47,17 @@ func (b *bucket) take(n int, now time.Time) (ok bool, wait time.Duration) {
 	return false, time.Duration((need - b.tokens) / b.rate * float64(time.Second))
 }
 
+// give returns n tokens taken for a batch that Kafka did not take: a refused batch does not
+// count against the tenant, whose retry would otherwise find the bucket empty.
+func (b *bucket) give(n int) {
+	if b == nil {
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.tokens = math.Min(b.burst, b.tokens+float64(n))
+}
+
 // limits holds one bucket per tenant of the catalogue (nil: no limit), built once: the tenants
 // are bounded by the catalogue, never by what clients send.
 type limits map[string]*bucket
