@@ -51,8 +51,10 @@ build: ## Build bin/maumeter
 	$(GO) build -o bin/maumeter ./cmd/maumeter
 
 .PHONY: test
-test: ## Run all tests (race detector) against real ClickHouse + Kafka on random ports
+test: ## Run all tests (race detector) against real ClickHouse + Kafka on random ports, then the chaos test on its own services
 	scripts/with-services.sh --clickhouse --kafka -- env MAUMETER_REQUIRE_SERVICES=1 $(GO) test -race -count=1 -timeout 25m ./...
+	@# The chaos test restarts Kafka and ClickHouse: it gets services of its own.
+	scripts/with-services.sh --clickhouse --kafka -- env MAUMETER_REQUIRE_SERVICES=1 MAUMETER_CHAOS=1 $(GO) test -count=1 -timeout 20m -run '^TestChaos$$' ./e2e/
 
 .PHONY: demo
 demo: ## Run the demo against a real ClickHouse
