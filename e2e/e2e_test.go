@@ -256,6 +256,7 @@ func startPipeline(t *testing.T, name string) *pipeline {
 		"MAUMETER_COUNT_GROUP=" + p.group,
 		"MAUMETER_TENANTS=" + tenants,
 		"MAUMETER_SESSION_TIMEOUT=6s",
+		"MAUMETER_CHECKPOINT_INTERVAL=2s",
 		"MAUMETER_LOG_LEVEL=info",
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)

@@ -40,6 +40,7 @@ type options struct {
 	maxEventAge    time.Duration
 	maxEventFuture time.Duration
 	flushInterval  time.Duration
+	checkpoint     time.Duration
 	sessionTimeout time.Duration
 	rollupsTopic   string
 	closeGrace     time.Duration
@@ -69,7 +70,8 @@ func (o *options) commonFlags(fs *flag.FlagSet) {
 
 func (o *options) countFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.group, "count-group", bus.CountGroup, "consumer group of the counters")
-	fs.DurationVar(&o.flushInterval, "flush-interval", time.Second, "longest an event waits before its devices and rollups are stored and its offset committed")
+	fs.DurationVar(&o.flushInterval, "flush-interval", time.Second, "longest a first-seen device waits before it is written to ClickHouse")
+	fs.DurationVar(&o.checkpoint, "checkpoint-interval", 10*time.Second, "how often partition rollups (sketches) are stored and offsets committed: the most a crash replays")
 	fs.DurationVar(&o.sessionTimeout, "session-timeout", 10*time.Second, "consumer-group session timeout: how soon a dead counter's partitions move")
 	o.closeFlags(fs)
 }
@@ -177,7 +179,8 @@ func build(ctx context.Context, o *options, parts roleParts, stderr io.Writer) (
 	if parts.count {
 		s.counter, err = count.New(count.Config{
 			Brokers: s.brokers, Topic: o.topic, Group: o.group,
-			FlushInterval: o.flushInterval, SessionTimeout: o.sessionTimeout, RebalanceTimeout: o.sessionTimeout,
+			FlushInterval: o.flushInterval, CheckpointInterval: o.checkpoint,
+			SessionTimeout: o.sessionTimeout, RebalanceTimeout: o.sessionTimeout,
 			Close: o.closeConfig(),
 		}, s.catalog, s.store, time.Now, log, s.reg)
 		if err != nil {

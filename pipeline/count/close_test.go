@@ -90,7 +90,7 @@ func (r *rig) closeConfig() CloseConfig {
 // startCounter runs a counter until the test ends.
 func (r *rig) startCounter(t *testing.T) *Counter {
 	t.Helper()
-	c, err := New(Config{Brokers: r.brokers, Topic: r.topic, Group: r.group, FlushInterval: 100 * time.Millisecond,
+	c, err := New(Config{Brokers: r.brokers, Topic: r.topic, Group: r.group, FlushInterval: 100 * time.Millisecond, CheckpointInterval: 200 * time.Millisecond,
 		SessionTimeout: 6 * time.Second, Close: r.closeConfig()}, r.catalog, r.store, r.clock.now, r.log, prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
@@ -252,7 +252,7 @@ func TestCloseWaitsForCatchUp(t *testing.T) {
 		t.Fatalf("Close with no counter = %v, want ErrNotCaughtUp", err)
 	}
 	// Automatic closing is off (a 1 ns window) so only this Close writes the rollup.
-	c, err := New(Config{Brokers: r.brokers, Topic: r.topic, Group: r.group, FlushInterval: 100 * time.Millisecond,
+	c, err := New(Config{Brokers: r.brokers, Topic: r.topic, Group: r.group, FlushInterval: 100 * time.Millisecond, CheckpointInterval: 200 * time.Millisecond,
 		SessionTimeout: 6 * time.Second, Close: CloseConfig{AutoWindow: time.Nanosecond, RollupsTopic: r.rollups}},
 		r.catalog, r.store, r.clock.now, r.log, prometheus.NewRegistry())
 	if err != nil {

@@ -42,8 +42,11 @@ type Config struct {
 	Brokers          []string
 	Topic            string
 	Group            string
-	FlushInterval    time.Duration // longest an event waits before its effects are stored and committed (default 1s)
-	FlushRows        int           // flush as soon as this many device rows are pending (default 20,000)
+	FlushInterval    time.Duration // longest a first-seen device waits before it is written to mau_devices (default 1s)
+	FlushRows        int           // write devices as soon as this many are pending (default 20,000)
+	// CheckpointInterval is how often partition rollups (sketches) are stored and offsets
+	// committed (default 10s): what a crash replays at most.
+	CheckpointInterval time.Duration
 	SessionTimeout   time.Duration // consumer-group session timeout (default 10s)
 	RebalanceTimeout time.Duration // default 10s
 	Close            CloseConfig
@@ -65,6 +68,10 @@ func (c *Config) Validate() error {
 	if c.FlushRows <= 0 {
 		c.FlushRows = 20000
 	}
+	if c.CheckpointInterval <= 0 {
+		c.CheckpointInterval = 10 * time.Second
+	}
+	c.CheckpointInterval = max(c.CheckpointInterval, c.FlushInterval)
 	if c.SessionTimeout <= 0 {
 		c.SessionTimeout = 10 * time.Second
 	}
@@ -303,6 +310,7 @@ func (c *Counter) consume(ctx context.Context, gen *kafka.Generation, a kafka.Pa
 
 	tick := time.NewTicker(c.cfg.FlushInterval)
 	defer tick.Stop()
+	lastCheckpoint := time.Now()
 	for {
 		select {
 		case m, ok := <-msgs:
@@ -328,14 +336,18 @@ func (c *Counter) consume(ctx context.Context, gen *kafka.Generation, a kafka.Pa
 			full := len(p.pending) >= c.cfg.FlushRows
 			p.mu.Unlock()
 			if full {
-				if err := c.flush(ctx, p, gen, log); err != nil {
+				if err := c.flush(ctx, p, gen, log, false); err != nil {
 					return
 				}
 			}
 		case <-tick.C:
 			if p.dirty {
-				if err := c.flush(ctx, p, gen, log); err != nil {
+				checkpoint := time.Since(lastCheckpoint) >= c.cfg.CheckpointInterval
+				if err := c.flush(ctx, p, gen, log, checkpoint); err != nil {
 					return
+				}
+				if checkpoint {
+					lastCheckpoint = time.Now()
 				}
 			} else if len(msgs) == 0 {
 				c.lastProgress.Store(time.Now().UnixNano())
@@ -358,7 +370,7 @@ func (c *Counter) drain(p *partitionState, gen *kafka.Generation, log *slog.Logg
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := c.flush(ctx, p, gen, log); err != nil {
+	if err := c.flush(ctx, p, gen, log, true); err != nil {
 		log.Info("final flush skipped; the next owner replays", "err", err)
 	}
 }
@@ -418,17 +430,21 @@ func (c *Counter) retry(ctx context.Context, log *slog.Logger, what string, fn f
 	}
 }
 
-// flush stores what the partition learned and then commits its offset: late devices checked
-// against ClickHouse, first-seen devices, partition rollups, commit. It returns an error only
-// when ctx ended first or the commit failed.
-func (c *Counter) flush(ctx context.Context, p *partitionState, gen *kafka.Generation, log *slog.Logger) error {
+// flush stores what the partition learned: late devices checked against ClickHouse, then
+// first-seen devices; at a checkpoint also the partition rollups, and then it commits the
+// offset. It returns an error only when ctx ended first or the commit failed.
+func (c *Counter) flush(ctx context.Context, p *partitionState, gen *kafka.Generation, log *slog.Logger, checkpoint bool) error {
 	start := time.Now()
 	p.mu.Lock()
 	late := p.late
 	p.late = map[tenantMonth]map[event.DeviceKey]chstore.DeviceRow{}
 	rows := p.pending
-	p.pending = nil
-	rollups, err := p.rollups(c.now())
+	p.pending = make([]chstore.DeviceRow, 0, len(rows))
+	var rollups []chstore.PartitionRollup
+	var err error
+	if checkpoint {
+		rollups, err = p.rollups(c.now())
+	}
 	next := p.next
 	p.mu.Unlock()
 	if err != nil {
@@ -457,6 +473,10 @@ func (c *Counter) flush(ctx context.Context, p *partitionState, gen *kafka.Gener
 		return err
 	}
 	c.m.devices.Add(float64(len(rows)))
+	if !checkpoint {
+		c.lastProgress.Store(time.Now().UnixNano())
+		return nil
+	}
 	if err := c.retry(ctx, log, "insert partition rollups", func() error { return c.store.InsertPartitionRollups(ctx, rollups) }); err != nil {
 		return err
 	}

@@ -61,7 +61,7 @@ func BenchmarkCounterConsume(b *testing.B) {
 		b.StopTimer()
 		r := benchRig(b)
 		prefill(b, r, n)
-		c, err := New(Config{Brokers: r.brokers, Topic: r.topic, Group: r.group, SessionTimeout: 6 * time.Second,
+		c, err := New(Config{Brokers: r.brokers, Topic: r.topic, Group: r.group, SessionTimeout: 6 * time.Second, CheckpointInterval: time.Second,
 			Close: CloseConfig{AutoWindow: time.Nanosecond, RollupsTopic: r.rollups}}, r.catalog, r.store, r.clock.now, r.log, prometheus.NewRegistry())
 		if err != nil {
 			b.Fatal(err)
