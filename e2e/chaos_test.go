@@ -84,7 +84,7 @@ func TestChaos(t *testing.T) {
 	}
 	var stepMu sync.Mutex
 	start := time.Now()
-	send(t, p.ingestURL+"/v1/events", tr, func(done float64) {
+	send(t, p, tr, func(done float64) {
 		stepMu.Lock()
 		defer stepMu.Unlock()
 		for len(steps) > 0 && done >= steps[0].at {

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -21,6 +22,8 @@ import (
 	"github.com/maumeter/maumeter/pipeline/bus"
 )
 
+// catalogue is the tenant catalogue of every test, with the ingest keys of t-shanghai,
+// t-newyork and t-auckland in the three %s (startPipeline makes them with `maumeter keys new`).
 const catalogue = `
 tenants:
   - id: t-shanghai
@@ -29,23 +32,29 @@ tenants:
     time_zone: Asia/Shanghai
     apps: [sh-super, sh-lite]
     testing_apps: [sh-qa]
+    ingest_keys: [%s]
   - id: t-newyork
     plan: enterprise
     purchased: 2026-01-01
     time_zone: America/New_York
     apps: [ny-super]
+    ingest_keys: [%s]
   - id: t-auckland
     plan: pro
     purchased: 2026-01-01
     time_zone: Pacific/Auckland
     apps: [nz-super]
+    ingest_keys: [%s]
 `
+
+var tenantOrder = []string{"t-shanghai", "t-newyork", "t-auckland"}
 
 var zones = map[string]string{"t-shanghai": "Asia/Shanghai", "t-newyork": "America/New_York", "t-auckland": "Pacific/Auckland"}
 var apps = map[string][]string{"t-shanghai": {"sh-super", "sh-lite", "sh-qa"}, "t-newyork": {"ny-super"}, "t-auckland": {"nz-super"}}
 
 // line is one event line of a request and what the API must answer for it.
 type line struct {
+	tenant string // whose ingest key sends it
 	json   string
 	reason string // "" when the event must be accepted
 }
@@ -85,7 +94,7 @@ func generate(rng *rand.Rand, now time.Time, devicesPer int) *traffic {
 			mp = fmt.Sprintf(`,"mini_program_id":"mp-%d"`, rng.IntN(40))
 		}
 		loc, _ := time.LoadLocation(zones[tenant])
-		return line{json: fmt.Sprintf(`{"tenant_id":%q,"app_id":%q,"guid":%q,"event":%q%s,"ts":%q}`,
+		return line{tenant: tenant, json: fmt.Sprintf(`{"tenant_id":%q,"app_id":%q,"guid":%q,"event":%q%s,"ts":%q}`,
 			tenant, app, guid, typ, mp, ts.In(loc).Format(time.RFC3339Nano))}
 	}
 	for tenant := range zones {
@@ -111,18 +120,20 @@ func generate(rng *rand.Rand, now time.Time, devicesPer int) *traffic {
 		}
 	}
 	// Malformed events: each kind must be rejected with its reason and count nothing.
+	hourAgo := now.Add(-time.Hour).Format(time.RFC3339)
 	bad := []line{
-		{`{"tenant_id":"t-shanghai","app_id":"sh-super","guid":"x",`, "bad_json"},
-		{`"just a string"`, "bad_json"},
-		{`{"tenant_id":"t-shanghai","app_id":"sh-super","event":"open","mini_program_id":"m","ts":"2026-11-01T00:00:00Z"}`, "missing_field"},
-		{`{"tenant_id":"t-shanghai","app_id":"sh-super","guid":42,"event":"open","mini_program_id":"m","ts":"2026-11-01T00:00:00Z"}`, "bad_field"},
-		{`{"tenant_id":"t-newyork","app_id":"ny-super","guid":"bad-type","event":"install","ts":"2026-11-01T00:00:00Z"}`, "bad_event_type"},
-		{`{"tenant_id":"t-newyork","app_id":"ny-super","guid":"no-mp","event":"open","ts":"2026-11-01T00:00:00Z"}`, "missing_field"},
-		{`{"tenant_id":"t-newyork","app_id":"sh-super","guid":"wrong-app","event":"search","ts":"` + now.Add(-time.Hour).Format(time.RFC3339) + `"}`, "unknown_app"},
-		{`{"tenant_id":"t-nobody","app_id":"x","guid":"who","event":"search","ts":"` + now.Add(-time.Hour).Format(time.RFC3339) + `"}`, "unknown_tenant"},
-		{`{"tenant_id":"t-auckland","app_id":"nz-super","guid":"old","event":"search","ts":"` + now.Add(-40*24*time.Hour).Format(time.RFC3339) + `"}`, "ts_too_old"},
-		{`{"tenant_id":"t-auckland","app_id":"nz-super","guid":"future","event":"search","ts":"` + now.Add(time.Hour).Format(time.RFC3339) + `"}`, "ts_in_future"},
-		{`{"tenant_id":"t-auckland","app_id":"nz-super","guid":"no-offset","event":"search","ts":"2026-11-01T00:00:00"}`, "bad_field"},
+		{"t-shanghai", `{"tenant_id":"t-shanghai","app_id":"sh-super","guid":"x",`, "bad_json"},
+		{"t-shanghai", `"just a string"`, "bad_json"},
+		{"t-shanghai", `{"tenant_id":"t-shanghai","app_id":"sh-super","event":"open","mini_program_id":"m","ts":"2026-11-01T00:00:00Z"}`, "missing_field"},
+		{"t-shanghai", `{"tenant_id":"t-shanghai","app_id":"sh-super","guid":42,"event":"open","mini_program_id":"m","ts":"2026-11-01T00:00:00Z"}`, "bad_field"},
+		{"t-newyork", `{"tenant_id":"t-newyork","app_id":"ny-super","guid":"bad-type","event":"install","ts":"2026-11-01T00:00:00Z"}`, "bad_event_type"},
+		{"t-newyork", `{"tenant_id":"t-newyork","app_id":"ny-super","guid":"no-mp","event":"open","ts":"2026-11-01T00:00:00Z"}`, "missing_field"},
+		{"t-newyork", `{"tenant_id":"t-newyork","app_id":"sh-super","guid":"wrong-app","event":"search","ts":"` + hourAgo + `"}`, "unknown_app"},
+		{"t-newyork", `{"tenant_id":"t-nobody","app_id":"x","guid":"who","event":"search","ts":"` + hourAgo + `"}`, "tenant_mismatch"},
+		{"t-newyork", `{"tenant_id":"t-shanghai","app_id":"sh-super","guid":"cross","event":"search","ts":"` + hourAgo + `"}`, "tenant_mismatch"},
+		{"t-auckland", `{"tenant_id":"t-auckland","app_id":"nz-super","guid":"old","event":"search","ts":"` + now.Add(-40*24*time.Hour).Format(time.RFC3339) + `"}`, "ts_too_old"},
+		{"t-auckland", `{"tenant_id":"t-auckland","app_id":"nz-super","guid":"future","event":"search","ts":"` + now.Add(time.Hour).Format(time.RFC3339) + `"}`, "ts_in_future"},
+		{"t-auckland", `{"tenant_id":"t-auckland","app_id":"nz-super","guid":"no-offset","event":"search","ts":"2026-11-01T00:00:00"}`, "bad_field"},
 	}
 	for i := 0; i < len(all)/100; i++ {
 		all = append(all, bad[i%len(bad)])
@@ -130,18 +141,27 @@ func generate(rng *rand.Rand, now time.Time, devicesPer int) *traffic {
 	}
 	rng.Shuffle(len(all), func(i, j int) { all[i], all[j] = all[j], all[i] })
 	tr.events = len(all)
-	for len(all) > 0 {
-		n := min(len(all), 200+rng.IntN(801))
-		tr.batches = append(tr.batches, all[:n])
-		all = all[n:]
+	// A request carries one tenant's key, so one tenant's lines; the requests of the tenants mix.
+	byTenant := map[string][]line{}
+	for _, l := range all {
+		byTenant[l.tenant] = append(byTenant[l.tenant], l)
 	}
+	for _, tenant := range tenantOrder {
+		lines := byTenant[tenant]
+		for len(lines) > 0 {
+			n := min(len(lines), 200+rng.IntN(801))
+			tr.batches = append(tr.batches, lines[:n])
+			lines = lines[n:]
+		}
+	}
+	rng.Shuffle(len(tr.batches), func(i, j int) { tr.batches[i], tr.batches[j] = tr.batches[j], tr.batches[i] })
 	return tr
 }
 
 // send posts every batch (4 in flight) and checks each answer event by event. Every 50th batch
 // is sent twice, as an SDK retrying after a lost response does. onProgress is called with the
 // fraction of batches sent.
-func send(t *testing.T, url string, tr *traffic, onProgress func(done float64)) {
+func send(t *testing.T, p *pipeline, tr *traffic, onProgress func(done float64)) {
 	t.Helper()
 	var next atomic.Int64
 	var sent atomic.Int64
@@ -159,7 +179,7 @@ func send(t *testing.T, url string, tr *traffic, onProgress func(done float64)) 
 					times = 2
 				}
 				for range times {
-					if err := post(url, tr.batches[i]); err != nil {
+					if err := post(p.ingestURL+"/v1/events", p.keys[tr.batches[i][0].tenant], tr.batches[i]); err != nil {
 						errs <- fmt.Errorf("batch %d: %w", i, err)
 						return
 					}
@@ -177,20 +197,26 @@ func send(t *testing.T, url string, tr *traffic, onProgress func(done float64)) 
 	}
 }
 
-func post(url string, batch []line) error {
+func post(url, key string, batch []line) error {
 	var body bytes.Buffer
 	for _, l := range batch {
 		body.WriteString(l.json)
 		body.WriteByte('\n')
 	}
 	for attempt := 0; ; attempt++ {
-		resp, err := http.Post(url, "application/x-ndjson", bytes.NewReader(body.Bytes()))
+		req, err := http.NewRequest(http.MethodPost, url, bytes.NewReader(body.Bytes()))
+		if err != nil {
+			return err
+		}
+		req.Header.Set("Content-Type", "application/x-ndjson")
+		req.Header.Set("Authorization", "Bearer "+key)
+		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			return err
 		}
 		data, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		if resp.StatusCode == http.StatusServiceUnavailable && attempt < 300 {
+		if (resp.StatusCode == http.StatusServiceUnavailable || resp.StatusCode == http.StatusTooManyRequests) && attempt < 300 {
 			time.Sleep(200 * time.Millisecond)
 			continue
 		}
@@ -234,6 +260,7 @@ type pipeline struct {
 	counter   *proc
 	ingestURL string
 	countURL  string
+	keys      map[string]string // tenant → ingest key
 	database  string
 	topic     string
 	group     string
@@ -243,11 +270,11 @@ func startPipeline(t *testing.T, name string) *pipeline {
 	t.Helper()
 	dir := t.TempDir()
 	tenants := filepath.Join(dir, "tenants.yaml")
-	if err := os.WriteFile(tenants, []byte(catalogue), 0o644); err != nil {
+	if err := os.WriteFile(tenants, fmt.Appendf(nil, catalogue, "", "", ""), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	id := fmt.Sprintf("%s_%d", name, time.Now().UnixNano())
-	p := &pipeline{database: "e2e_" + id, topic: "e2e." + id, group: "e2e-count-" + id}
+	p := &pipeline{database: "e2e_" + id, topic: "e2e." + id, group: "e2e-count-" + id, keys: map[string]string{}}
 	p.env = []string{
 		"MAUMETER_KAFKA_BROKERS=" + brokers,
 		"MAUMETER_CLICKHOUSE_ADDR=" + clickhouseA,
@@ -261,6 +288,17 @@ func startPipeline(t *testing.T, name string) *pipeline {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
+	// An ingest key per tenant, made as an operator would: `maumeter keys new` prints the key
+	// once and the line to add to the catalogue.
+	var entries []any
+	for _, tenant := range tenantOrder {
+		key, entry := newKey(t, ctx, p.env, tenant)
+		p.keys[tenant] = key
+		entries = append(entries, entry)
+	}
+	if err := os.WriteFile(tenants, fmt.Appendf(nil, catalogue, entries...), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	runOnce(t, ctx, p.env, "migrate")
 	// A second migrate is a no-op.
 	runOnce(t, ctx, p.env, "migrate")
@@ -375,7 +413,7 @@ func TestEndToEnd(t *testing.T) {
 	t.Logf("%d events in %d batches, %d malformed", tr.events, len(tr.batches), tr.malformed)
 	p := startPipeline(t, "plain")
 	start := time.Now()
-	send(t, p.ingestURL+"/v1/events", tr, nil)
+	send(t, p, tr, nil)
 	t.Logf("sent in %s", time.Since(start).Round(time.Millisecond))
 	p.waitCounted(t, 3*time.Minute)
 	t.Logf("counted %s after the start", time.Since(start).Round(time.Millisecond))
@@ -401,7 +439,7 @@ func TestCounterKilled(t *testing.T) {
 		p.counter.start()
 	}
 	start := time.Now()
-	send(t, p.ingestURL+"/v1/events", tr, func(done float64) {
+	send(t, p, tr, func(done float64) {
 		mu.Lock()
 		defer mu.Unlock()
 		if len(killAt) > 0 && done >= killAt[0] {
@@ -430,7 +468,7 @@ func TestTwoCounters(t *testing.T) {
 	secondAddr := freeAddr(t)
 	second := startProc(t, "count-2", p.env, "count", "--http-addr", secondAddr)
 	waitHTTP(t, second, "http://"+secondAddr+"/healthz", 30*time.Second)
-	send(t, p.ingestURL+"/v1/events", tr, nil)
+	send(t, p, tr, nil)
 	p.waitCounted(t, 3*time.Minute)
 	for _, url := range []string{p.countURL, "http://" + secondAddr} {
 		if n := assignedPartitions(t, url); n == 0 || n == 8 {
@@ -461,4 +499,21 @@ func assignedPartitions(t *testing.T, base string) float64 {
 	}
 	t.Fatalf("%s/metrics has no maumeter_count_assigned_partitions", base)
 	return 0
+}
+
+// newKey runs `maumeter keys new --tenant tenant` and returns the key and its catalogue entry
+// (the flow-mapping inside the "- {...}" line it prints).
+func newKey(t *testing.T, ctx context.Context, env []string, tenant string) (key, entry string) {
+	t.Helper()
+	out := runOnce(t, ctx, env, "keys", "new", "--tenant", tenant)
+	var lines []string
+	for l := range strings.SplitSeq(out, "\n") {
+		if l = strings.TrimSpace(l); l != "" && !strings.HasPrefix(l, "#") {
+			lines = append(lines, l)
+		}
+	}
+	if len(lines) != 2 || !strings.HasPrefix(lines[0], "mmk_") || !strings.HasPrefix(lines[1], "- {") {
+		t.Fatalf("maumeter keys new printed %q, want a key and a catalogue line", out)
+	}
+	return lines[0], strings.TrimPrefix(lines[1], "- ")
 }

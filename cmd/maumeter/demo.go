@@ -42,6 +42,10 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	o.logLevel = "warn"
+	// The demo's one SDK sends as fast as it can: it shows the pipeline, not the rate limiter.
+	if _, set := os.LookupEnv(envName("tenant-rate")); !set && !flagSet(fs, "tenant-rate") {
+		o.tenantRate = 0
+	}
 	if o.tenants == "tenants.yaml" {
 		if _, err := os.Stat(o.tenants); err != nil { // no catalogue here: use the demo's own
 			f, err := os.CreateTemp("", "maumeter-demo-tenants-*.yaml")
@@ -62,6 +66,11 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	defer s.close()
+	// The demo is its own SDK: one fresh ingest key per tenant, known to this process only.
+	var keys map[string]string
+	if s.keys, keys, err = demoKeys(s.catalog); err != nil {
+		return err
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	ready := make(chan string, 1)
@@ -89,7 +98,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	fmt.Fprintf(stdout, "sending generated traffic for %d tenants from %s to %s over HTTP...\n", len(tenants), from.Format(time.DateOnly), now.Format(time.DateOnly))
 	st, err := loadgen.Run(ctx, loadgen.Config{
-		URL: "http://" + addr + "/v1/events", Tenants: tenants, EventsPer: *eventsPer,
+		URL: "http://" + addr + "/v1/events", Keys: keys, Tenants: tenants, EventsPer: *eventsPer,
 		From: from, To: now, Batch: 1000, Concurrency: 4, Seed: 42,
 	}, &http.Client{Timeout: 30 * time.Second})
 	if err != nil {

@@ -39,6 +39,11 @@ type options struct {
 	httpAddr       string
 	maxEventAge    time.Duration
 	maxEventFuture time.Duration
+	tenantRate     float64
+	tenantBurst    int
+	maxInFlight    int
+	keysReload     time.Duration
+	http           api.Timeouts
 	flushInterval  time.Duration
 	checkpoint     time.Duration
 	sessionTimeout time.Duration
@@ -90,6 +95,12 @@ func (o *options) closeConfig() count.CloseConfig {
 func (o *options) ingestFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&o.maxEventAge, "max-event-age", event.DefaultBounds.MaxAge, "oldest event ts accepted, relative to now")
 	fs.DurationVar(&o.maxEventFuture, "max-event-future", event.DefaultBounds.MaxFuture, "furthest event ts accepted ahead of now")
+	fs.Float64Var(&o.tenantRate, "tenant-rate", 20000, "events/s each tenant may send to this gateway (token bucket; 0: no limit; the catalogue's ingest_limit overrides it)")
+	fs.IntVar(&o.tenantBurst, "tenant-burst", 0, "token bucket size in events (0: 2 s of --tenant-rate, at least one full batch)")
+	fs.IntVar(&o.maxInFlight, "max-inflight", 256, "ingest requests served at once; more get 429")
+	fs.DurationVar(&o.keysReload, "keys-reload", 10*time.Second, "how often to reload the ingest keys from the catalogue when it changed (0: never)")
+	fs.DurationVar(&o.http.ReadHeader, "http-read-header-timeout", 5*time.Second, "longest a client may take to send the request headers")
+	fs.DurationVar(&o.http.Read, "http-read-timeout", 30*time.Second, "longest a client may take to send a whole request, body included")
 }
 
 func (o *options) brokers() ([]string, error) {
@@ -112,8 +123,10 @@ type stack struct {
 	brokers  []string
 	store    *chstore.Store
 	producer *bus.Producer
+	ingest   *ingest.Handler
 	counter  *count.Counter
 	embedded *bus.Embedded
+	keys     *tenant.Keyring // ingest keys; nil: the catalogue's
 	closers  []func()
 }
 
@@ -225,11 +238,21 @@ func setupInfra(ctx context.Context, o *options, brokers []string, store *chstor
 func (s *stack) handler(o *options) (http.Handler, error) {
 	cfg := api.Config{Catalog: s.catalog, Gatherer: s.reg, Now: time.Now, Log: s.log}
 	if s.producer != nil {
-		h, err := ingest.New(ingest.Config{Bounds: event.Bounds{MaxAge: o.maxEventAge, MaxFuture: o.maxEventFuture}},
-			s.catalog, s.producer, time.Now, s.log, s.reg)
+		h, err := ingest.New(ingest.Config{
+			Bounds:      event.Bounds{MaxAge: o.maxEventAge, MaxFuture: o.maxEventFuture},
+			TenantLimit: tenant.IngestLimit{EventsPerSecond: o.tenantRate, Burst: o.tenantBurst},
+			MaxInFlight: o.maxInFlight,
+		}, s.catalog, s.producer, nil, time.Now, s.log, s.reg)
 		if err != nil {
 			return nil, err
 		}
+		if s.keys != nil {
+			h.SetKeyring(s.keys)
+		}
+		if s.keys == nil && s.catalog.Keyring().Len() == 0 {
+			s.log.Warn("the tenant catalogue holds no ingest_keys: every POST /v1/events will get 401 (create keys with `maumeter keys new`)")
+		}
+		s.ingest = h
 		cfg.Ingest = h
 	}
 	if s.counter != nil {
@@ -252,19 +275,12 @@ func (s *stack) handler(o *options) (http.Handler, error) {
 
 // serveHTTP serves h on addr until ctx ends, then shuts down gracefully. ready, if not nil,
 // receives the bound address.
-func serveHTTP(ctx context.Context, addr string, h http.Handler, log *slog.Logger, ready chan<- string) error {
+func serveHTTP(ctx context.Context, addr string, h http.Handler, timeouts api.Timeouts, log *slog.Logger, ready chan<- string) error {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", addr, err)
 	}
-	srv := &http.Server{
-		Handler:           h,
-		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		WriteTimeout:      30 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    64 << 10,
-	}
+	srv := api.NewServer(h, timeouts)
 	log.Info("http listening", "addr", ln.Addr().String())
 	if ready != nil {
 		ready <- ln.Addr().String()
@@ -294,7 +310,10 @@ func runRoles(ctx context.Context, o *options, s *stack, ready chan<- string) er
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	httpErr := make(chan error, 1)
-	go func() { httpErr <- serveHTTP(ctx, o.httpAddr, h, s.log, ready) }()
+	go func() { httpErr <- serveHTTP(ctx, o.httpAddr, h, o.http, s.log, ready) }()
+	if s.ingest != nil && s.keys == nil && o.keysReload > 0 {
+		go s.ingest.WatchKeys(ctx, o.tenants, o.keysReload)
+	}
 	countErr := make(chan error, 1)
 	if s.counter != nil {
 		go func() { countErr <- s.counter.Run(ctx) }()

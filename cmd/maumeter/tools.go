@@ -199,7 +199,12 @@ func runLoadgen(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	days := fs.Int("days", 30, "spread events over the last N days")
 	batch := fs.Int("batch", 500, "events per request")
 	conc := fs.Int("concurrency", 4, "requests in flight")
+	keyList := fs.String("ingest-keys", "", "ingest key of each tenant: tenant=key,tenant=key (see `maumeter keys new`)")
 	if err := parseFlags(fs, args, stderr); err != nil {
+		return err
+	}
+	keys, err := parseKeyList(*keyList)
+	if err != nil {
 		return err
 	}
 	catalog, err := tenant.Load(o.tenants)
@@ -212,7 +217,7 @@ func runLoadgen(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	now := time.Now()
 	st, err := loadgen.Run(ctx, loadgen.Config{
-		URL: *url, Tenants: tenants, EventsPer: *eventsPer, Batch: *batch, Concurrency: *conc,
+		URL: *url, Keys: keys, Tenants: tenants, EventsPer: *eventsPer, Batch: *batch, Concurrency: *conc,
 		From: now.Add(-time.Duration(*days) * 24 * time.Hour), To: now, Seed: uint64(now.UnixNano()),
 	}, &http.Client{Timeout: 30 * time.Second})
 	fmt.Fprintf(stdout, "sent %d events in %d requests (%d retries), %d accepted, in %s (%.0f events/s)\n",

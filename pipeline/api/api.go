@@ -119,3 +119,39 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(v)
 }
+
+// Timeouts bound how long one client may hold a connection, so that slow or stalled clients
+// (a phone on a bad network, or a deliberate slowloris) cannot tie the server up: the headers
+// must arrive within ReadHeader, the whole request (body included) within Read, the answer must
+// be written within Write, and an idle keep-alive connection is closed after Idle.
+type Timeouts struct {
+	ReadHeader time.Duration // default 5s
+	Read       time.Duration // default 30s: 1 MiB at 35 KB/s
+	Write      time.Duration // default Read + 15s: reading the body, then waiting for Kafka
+	Idle       time.Duration // default 2m
+}
+
+// NewServer returns an http.Server for h with the timeouts t (zero fields take the defaults)
+// and a 64 KiB header limit.
+func NewServer(h http.Handler, t Timeouts) *http.Server {
+	if t.ReadHeader <= 0 {
+		t.ReadHeader = 5 * time.Second
+	}
+	if t.Read <= 0 {
+		t.Read = 30 * time.Second
+	}
+	if t.Write <= 0 {
+		t.Write = t.Read + 15*time.Second
+	}
+	if t.Idle <= 0 {
+		t.Idle = 2 * time.Minute
+	}
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: t.ReadHeader,
+		ReadTimeout:       t.Read,
+		WriteTimeout:      t.Write,
+		IdleTimeout:       t.Idle,
+		MaxHeaderBytes:    64 << 10,
+	}
+}

@@ -39,17 +39,17 @@ var ErrConfig = errors.New("count config")
 
 // Config of the counter.
 type Config struct {
-	Brokers          []string
-	Topic            string
-	Group            string
-	FlushInterval    time.Duration // longest a first-seen device waits before it is written to mau_devices (default 1s)
-	FlushRows        int           // write devices as soon as this many are pending (default 20,000)
+	Brokers       []string
+	Topic         string
+	Group         string
+	FlushInterval time.Duration // longest a first-seen device waits before it is written to mau_devices (default 1s)
+	FlushRows     int           // write devices as soon as this many are pending (default 20,000)
 	// CheckpointInterval is how often partition rollups (sketches) are stored and offsets
 	// committed (default 10s): what a crash replays at most.
 	CheckpointInterval time.Duration
-	SessionTimeout   time.Duration // consumer-group session timeout (default 10s)
-	RebalanceTimeout time.Duration // default 10s
-	Close            CloseConfig
+	SessionTimeout     time.Duration // consumer-group session timeout (default 10s)
+	RebalanceTimeout   time.Duration // default 10s
+	Close              CloseConfig
 }
 
 // Validate checks c and fills defaults.

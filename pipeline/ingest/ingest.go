@@ -1,7 +1,9 @@
-// Package ingest is the HTTP door into the meter: POST /v1/events validates each event of a
-// batch on its own (event contract v1, docs/ARCHITECTURE.md) and produces the accepted ones to
-// Kafka. An event counts as accepted only once Kafka confirmed it; when Kafka cannot take the
-// batch, nothing of it is acknowledged and the client gets 503 with Retry-After.
+// Package ingest is the HTTP door into the meter: POST /v1/events authenticates the tenant's
+// ingest key, applies the tenant's rate limit, validates each event of a batch on its own (event
+// contract v1, docs/ARCHITECTURE.md) and produces the accepted ones to Kafka. An event counts as
+// accepted only once Kafka confirmed it; when Kafka cannot take the batch, nothing of it is
+// acknowledged and the client gets 503 with Retry-After. It must never answer 200 for an event
+// that Kafka did not confirm, nor produce anything for a request it refused as a whole.
 package ingest
 
 import (
@@ -12,12 +14,16 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net/http"
 	"strconv"
+	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/maumeter/maumeter/pkg/calendar"
 	"github.com/maumeter/maumeter/pkg/event"
 	"github.com/maumeter/maumeter/pkg/tenant"
 )
@@ -27,6 +33,15 @@ type Producer interface {
 	Produce(ctx context.Context, events []event.Event) error
 }
 
+// CapState says which devices a POC tenant-month may no longer add. The counter owns the state
+// and publishes it; an implementation answers from memory and must not block: it is asked for
+// every event of a POC tenant.
+type CapState interface {
+	// Capped reports whether the month (YYYY-MM, the tenant's billing calendar) of the event's
+	// tenant has reached its POC cap and the event's device is not among those already counted.
+	Capped(e *event.Event, month string) bool
+}
+
 // Config of the ingest handler.
 type Config struct {
 	MaxEvents      int           // per request (default event.MaxBatchEvents)
@@ -34,9 +49,16 @@ type Config struct {
 	Bounds         event.Bounds  // ts bounds (default event.DefaultBounds)
 	ProduceTimeout time.Duration // longest wait for Kafka before 503 (default 10s)
 	RetryAfter     time.Duration // sent with 503 (default 1s)
+	// TenantLimit is the rate limit of every tenant without an ingest_limit in the catalogue,
+	// in events per second and burst (0: no limit; a burst of 0 is 2 s of the rate). A batch
+	// takes one token per event, all or none; over the limit the request gets 429.
+	TenantLimit tenant.IngestLimit
+	// MaxInFlight bounds the requests served at once (each holds up to MaxBodyBytes); more get
+	// 429 at once (default 256).
+	MaxInFlight int
 }
 
-// Validate fills defaults.
+// Validate fills defaults and checks the rest.
 func (c *Config) Validate() error {
 	if c.MaxEvents <= 0 {
 		c.MaxEvents = event.MaxBatchEvents
@@ -53,6 +75,15 @@ func (c *Config) Validate() error {
 	if c.RetryAfter <= 0 {
 		c.RetryAfter = time.Second
 	}
+	if c.MaxInFlight <= 0 {
+		c.MaxInFlight = 256
+	}
+	if c.TenantLimit.EventsPerSecond < 0 || c.TenantLimit.Burst < 0 {
+		return fmt.Errorf("ingest: tenant limit %+v: must not be negative", c.TenantLimit)
+	}
+	if c.TenantLimit.Burst > 0 && c.TenantLimit.Burst < c.MaxEvents {
+		return fmt.Errorf("ingest: tenant burst %d is below one full batch (%d events)", c.TenantLimit.Burst, c.MaxEvents)
+	}
 	return nil
 }
 
@@ -60,28 +91,48 @@ func (c *Config) Validate() error {
 type Handler struct {
 	cfg      Config
 	catalog  *tenant.Catalog
+	keys     atomic.Pointer[tenant.Keyring]
+	limits   limits
+	inflight chan struct{}
+	caps     CapState
 	producer Producer
 	now      func() time.Time
 	log      *slog.Logger
 
-	accepted *prometheus.CounterVec
-	rejected *prometheus.CounterVec
-	requests *prometheus.CounterVec
+	accepted     *prometheus.CounterVec
+	rejected     *prometheus.CounterVec
+	requests     *prometheus.CounterVec
+	authFailures *prometheus.CounterVec
+	limited      *prometheus.CounterVec
+	reloads      *prometheus.CounterVec
+	duration     prometheus.Histogram
+	produceTime  prometheus.Histogram
 }
 
-// New returns the handler. now is the clock the ts bounds are checked against.
-func New(cfg Config, catalog *tenant.Catalog, producer Producer, now func() time.Time, log *slog.Logger, reg prometheus.Registerer) (*Handler, error) {
+// New returns the handler. It accepts the ingest keys of the catalogue (SetKeyring replaces
+// them). caps may be nil: no POC cap is enforced at the gateway. now is the clock of the ts
+// bounds and the rate limits.
+func New(cfg Config, catalog *tenant.Catalog, producer Producer, caps CapState, now func() time.Time, log *slog.Logger, reg prometheus.Registerer) (*Handler, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	h := &Handler{
-		cfg: cfg, catalog: catalog, producer: producer, now: now, log: log,
-		// Tenant labels are bounded by the catalogue, never by what clients send.
-		accepted: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "maumeter_ingest_events_accepted_total", Help: "Events acknowledged after Kafka confirmed them."}, []string{"tenant"}),
-		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "maumeter_ingest_events_rejected_total", Help: "Events rejected, by reason."}, []string{"reason"}),
-		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "maumeter_ingest_requests_total", Help: "Ingest requests by HTTP status."}, []string{"code"}),
+		cfg: cfg, catalog: catalog, producer: producer, caps: caps, now: now, log: log,
+		limits:   newLimits(catalog, cfg.TenantLimit, cfg.MaxEvents, now()),
+		inflight: make(chan struct{}, cfg.MaxInFlight),
+		// Tenant labels come from authenticated keys, so from the catalogue, never from what
+		// clients send.
+		accepted:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: "maumeter_ingest_events_accepted_total", Help: "Events acknowledged after Kafka confirmed them."}, []string{"tenant"}),
+		rejected:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: "maumeter_ingest_events_rejected_total", Help: "Events rejected, by reason."}, []string{"reason"}),
+		requests:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: "maumeter_ingest_requests_total", Help: "Ingest requests by HTTP status."}, []string{"code"}),
+		authFailures: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "maumeter_ingest_auth_failures_total", Help: "Requests refused with 401, by reason (missing, malformed, unknown_key, wrong_secret)."}, []string{"reason"}),
+		limited:      prometheus.NewCounterVec(prometheus.CounterOpts{Name: "maumeter_ingest_rate_limited_total", Help: "Requests refused with 429, by tenant (\"\" when the gateway was overloaded)."}, []string{"tenant"}),
+		reloads:      prometheus.NewCounterVec(prometheus.CounterOpts{Name: "maumeter_ingest_key_reloads_total", Help: "Reloads of the ingest keys from the catalogue file, by result."}, []string{"result"}),
+		duration:     prometheus.NewHistogram(prometheus.HistogramOpts{Name: "maumeter_ingest_request_seconds", Help: "Time to answer POST /v1/events.", Buckets: prometheus.ExponentialBuckets(0.001, 2.5, 12)}),
+		produceTime:  prometheus.NewHistogram(prometheus.HistogramOpts{Name: "maumeter_ingest_produce_seconds", Help: "Time Kafka took to confirm a batch (or to fail).", Buckets: prometheus.ExponentialBuckets(0.001, 2.5, 12)}),
 	}
-	for _, c := range []prometheus.Collector{h.accepted, h.rejected, h.requests} {
+	h.keys.Store(catalog.Keyring())
+	for _, c := range []prometheus.Collector{h.accepted, h.rejected, h.requests, h.authFailures, h.limited, h.reloads, h.duration, h.produceTime} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("ingest metrics: %w", err)
 		}
@@ -101,6 +152,44 @@ type ErrorBody struct {
 }
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	defer func() { h.duration.Observe(time.Since(start).Seconds()) }()
+	if r.Method != http.MethodPost {
+		h.fail(w, http.StatusMethodNotAllowed, "use POST")
+		return
+	}
+	// Authenticate before reading anything else: an unknown caller costs a hash, not a body.
+	plain, ok := bearer(r)
+	if !ok {
+		h.authFailure(w, r, "missing", nil)
+		return
+	}
+	key, err := h.keys.Load().Authenticate(plain)
+	switch {
+	case errors.Is(err, tenant.ErrKeyMalformed):
+		h.authFailure(w, r, "malformed", err)
+		return
+	case errors.Is(err, tenant.ErrKeyUnknown):
+		h.authFailure(w, r, "unknown_key", err)
+		return
+	case err != nil:
+		h.authFailure(w, r, "wrong_secret", err)
+		return
+	}
+	select {
+	case h.inflight <- struct{}{}:
+		defer func() { <-h.inflight }()
+	default:
+		h.limited.WithLabelValues("").Inc()
+		h.tooMany(w, time.Second, fmt.Sprintf("gateway overloaded (%d requests in flight); retry later", h.cfg.MaxInFlight))
+		return
+	}
+	limit := h.limits[key.Tenant()]
+	if ok, wait := limit.take(0, h.now()); !ok { // an empty bucket refuses before the body is read
+		h.limited.WithLabelValues(key.Tenant()).Inc()
+		h.tooMany(w, wait, fmt.Sprintf("rate limit of tenant %s (%g events/s) exceeded; retry later", key.Tenant(), limit.rate))
+		return
+	}
 	body, status, err := h.readBody(r)
 	if err != nil {
 		h.fail(w, status, err.Error())
@@ -115,18 +204,24 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	good, rejected := h.Validate(raws, h.now())
+	if ok, wait := limit.take(len(raws), h.now()); !ok {
+		h.limited.WithLabelValues(key.Tenant()).Inc()
+		h.tooMany(w, wait, fmt.Sprintf("rate limit of tenant %s (%g events/s) exceeded by this batch of %d events; nothing was accepted, retry later", key.Tenant(), limit.rate, len(raws)))
+		return
+	}
+	good, rejected := h.validate(key, raws, h.now())
 	ctx, cancel := context.WithTimeout(r.Context(), h.cfg.ProduceTimeout)
 	defer cancel()
-	if err := h.producer.Produce(ctx, good); err != nil {
-		h.log.Warn("produce failed; batch refused", "events", len(good), "err", err)
-		w.Header().Set("Retry-After", strconv.Itoa(int(h.cfg.RetryAfter.Seconds()+0.5)))
+	pstart := time.Now()
+	err = h.producer.Produce(ctx, good)
+	h.produceTime.Observe(time.Since(pstart).Seconds())
+	if err != nil {
+		h.log.Warn("produce failed; batch refused", "tenant", key.Tenant(), "events", len(good), "err", err)
+		w.Header().Set("Retry-After", retryAfter(h.cfg.RetryAfter))
 		h.fail(w, http.StatusServiceUnavailable, "event store unavailable, nothing of this batch was accepted; retry later")
 		return
 	}
-	for i := range good {
-		h.accepted.WithLabelValues(good[i].TenantID).Inc()
-	}
+	h.accepted.WithLabelValues(key.Tenant()).Add(float64(len(good)))
 	for _, rj := range rejected {
 		h.rejected.WithLabelValues(string(rj.Reason)).Inc()
 	}
@@ -137,14 +232,27 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, Response{Accepted: len(good), Rejected: rejected})
 }
 
-// Validate parses raw events and checks them against the contract and the catalogue.
-func (h *Handler) Validate(raws [][]byte, now time.Time) ([]event.Event, []event.Rejection) {
+// validate parses raw events and checks each against the contract, the key's tenant and apps,
+// the catalogue and the POC caps.
+func (h *Handler) validate(key *tenant.IngestKey, raws [][]byte, now time.Time) ([]event.Event, []event.Rejection) {
 	good := make([]event.Event, 0, len(raws))
 	var rejected []event.Rejection
+	t, _ := h.catalog.Tenant(key.Tenant())
+	capped := h.caps != nil && t != nil && strings.HasPrefix(t.Plan, "poc_")
 	for i, raw := range raws {
 		e, rj := event.Parse(raw, now, h.cfg.Bounds)
-		if rj == nil {
-			rj = CheckCatalog(h.catalog, &e)
+		switch {
+		case rj != nil:
+		case e.TenantID != key.Tenant():
+			// Whether the other tenant exists is none of this caller's business.
+			rj = &event.Rejection{Reason: event.ReasonTenantMismatch, Field: "tenant_id", Message: fmt.Sprintf("this ingest key belongs to tenant %q", key.Tenant())}
+		default:
+			if rj = CheckCatalog(h.catalog, &e); rj == nil && !key.Allows(e.AppID) {
+				rj = &event.Rejection{Reason: event.ReasonAppNotAllowed, Field: "app_id", Message: fmt.Sprintf("ingest key %s may not send events for app %q", key.ID, e.AppID)}
+			}
+			if rj == nil && capped && h.caps.Capped(&e, calendar.MonthOf(e.TS, t.Location()).String()) {
+				rj = &event.Rejection{Reason: event.ReasonPOCCapReached, Field: "guid", Message: fmt.Sprintf("the %s plan's MAU cap is reached this month; only devices already counted are accepted", t.Plan)}
+			}
 		}
 		if rj != nil {
 			rj.Index = i
@@ -168,10 +276,17 @@ func CheckCatalog(c *tenant.Catalog, e *event.Event) *event.Rejection {
 	return nil
 }
 
+// retryAfter formats a Retry-After header: whole seconds, at least 1.
+func retryAfter(d time.Duration) string {
+	return strconv.Itoa(max(1, int(math.Ceil(d.Seconds()))))
+}
+
+func (h *Handler) tooMany(w http.ResponseWriter, wait time.Duration, msg string) {
+	w.Header().Set("Retry-After", retryAfter(wait))
+	h.fail(w, http.StatusTooManyRequests, msg)
+}
+
 func (h *Handler) readBody(r *http.Request) ([]byte, int, error) {
-	if r.Method != http.MethodPost {
-		return nil, http.StatusMethodNotAllowed, errors.New("use POST")
-	}
 	if r.ContentLength > h.cfg.MaxBodyBytes {
 		return nil, http.StatusRequestEntityTooLarge, fmt.Errorf("body of %d bytes exceeds the limit of %d bytes", r.ContentLength, h.cfg.MaxBodyBytes)
 	}

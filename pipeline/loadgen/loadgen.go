@@ -1,6 +1,6 @@
 // Package loadgen generates super-app traffic and sends it to an ingest endpoint the way SDKs
-// do: batches over HTTP, retried on 429, 503 and network errors (so the meter sees the same
-// events twice). It also computes the truth it sent, the exact MAU per tenant-month, which the
+// do: batches of one tenant over HTTP with that tenant's ingest key, retried on 429, 503 and
+// network errors (so the meter sees the same events twice). It also computes the truth it sent, the exact MAU per tenant-month, which the
 // demo prints beside what the meter counted.
 package loadgen
 
@@ -13,6 +13,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -30,8 +31,8 @@ type Tenant struct {
 
 // Config of a run.
 type Config struct {
-	URL         string // the POST /v1/events endpoint
-	Token       string // bearer token, if the endpoint wants one
+	URL         string            // the POST /v1/events endpoint
+	Keys        map[string]string // tenant → ingest key (Authorization: Bearer)
 	Tenants     []Tenant
 	EventsPer   float64 // mean events per device (≥ 1; every device sends at least one)
 	From, To    time.Time
@@ -82,6 +83,11 @@ func Run(ctx context.Context, cfg Config, client *http.Client) (Stats, error) {
 	start := time.Now()
 	st := Stats{Truth: map[string]map[string]int{}}
 	seen := map[string]map[string]map[string]struct{}{} // tenant → month → app/guid
+	for _, t := range cfg.Tenants {
+		if cfg.Keys[t.ID] == "" {
+			return Stats{}, fmt.Errorf("loadgen: no ingest key for tenant %s", t.ID)
+		}
+	}
 	batches := make(chan []wireEvent, cfg.Concurrency)
 	var accepted, rejected, retries, requests atomic.Int64
 	var wg sync.WaitGroup
@@ -92,7 +98,7 @@ func Run(ctx context.Context, cfg Config, client *http.Client) (Stats, error) {
 	for range cfg.Concurrency {
 		wg.Go(func() {
 			for b := range batches {
-				a, r, tries, err := send(ctx, client, cfg, b)
+				a, r, tries, err := send(ctx, client, cfg.URL, cfg.Keys[b[0].TenantID], b)
 				accepted.Add(int64(a))
 				rejected.Add(int64(r))
 				retries.Add(int64(tries - 1))
@@ -105,20 +111,22 @@ func Run(ctx context.Context, cfg Config, client *http.Client) (Stats, error) {
 	}
 	rng := rand.New(rand.NewPCG(cfg.Seed, 0x6d61756d))
 	span := cfg.To.Sub(cfg.From)
-	batch := make([]wireEvent, 0, cfg.Batch)
-	flush := func() bool {
+	// A batch holds one tenant's events: a key belongs to one tenant.
+	pending := map[string][]wireEvent{}
+	flush := func(tenant string) bool {
+		batch := pending[tenant]
 		if len(batch) == 0 {
 			return true
 		}
 		select {
 		case batches <- batch:
-			batch = make([]wireEvent, 0, cfg.Batch)
+			pending[tenant] = make([]wireEvent, 0, cfg.Batch)
 			return true
 		case <-ctx.Done():
 			return false
 		}
 	}
-	// Devices are interleaved across tenants so every batch mixes tenants, as a shared
+	// Devices are interleaved across tenants so the requests of all tenants mix, as a shared
 	// ingest endpoint sees them.
 	maxDevices := 0
 	for _, t := range cfg.Tenants {
@@ -149,14 +157,18 @@ gen:
 				}
 				seen[t.ID][month][app+"/"+guid] = struct{}{}
 				st.Events++
-				batch = append(batch, e)
-				if len(batch) == cfg.Batch && !flush() {
+				pending[t.ID] = append(pending[t.ID], e)
+				if len(pending[t.ID]) == cfg.Batch && !flush(t.ID) {
 					break gen
 				}
 			}
 		}
 	}
-	flush()
+	for _, t := range cfg.Tenants {
+		if !flush(t.ID) {
+			break
+		}
+	}
 	close(batches)
 	wg.Wait()
 	for t, months := range seen {
@@ -174,7 +186,7 @@ gen:
 }
 
 // send posts one batch until it is acknowledged, retrying overload and outages with backoff.
-func send(ctx context.Context, client *http.Client, cfg Config, b []wireEvent) (accepted, rejected, tries int, err error) {
+func send(ctx context.Context, client *http.Client, url, key string, b []wireEvent) (accepted, rejected, tries int, err error) {
 	var body bytes.Buffer
 	enc := json.NewEncoder(&body)
 	for i := range b {
@@ -184,14 +196,12 @@ func send(ctx context.Context, client *http.Client, cfg Config, b []wireEvent) (
 	}
 	backoff := 50 * time.Millisecond
 	for tries = 1; ; tries++ {
-		req, err := http.NewRequestWithContext(ctx, http.MethodPost, cfg.URL, bytes.NewReader(body.Bytes()))
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body.Bytes()))
 		if err != nil {
 			return 0, 0, tries, fmt.Errorf("loadgen: %w", err)
 		}
 		req.Header.Set("Content-Type", "application/x-ndjson")
-		if cfg.Token != "" {
-			req.Header.Set("Authorization", "Bearer "+cfg.Token)
-		}
+		req.Header.Set("Authorization", "Bearer "+key)
 		resp, err := client.Do(req)
 		if err == nil {
 			data, _ := io.ReadAll(resp.Body)
@@ -214,10 +224,17 @@ func send(ctx context.Context, client *http.Client, cfg Config, b []wireEvent) (
 				return 0, 0, tries, fmt.Errorf("loadgen: %s: %s", resp.Status, bytes.TrimSpace(data))
 			}
 		}
+		wait := backoff
+		if err == nil {
+			// Honour Retry-After (seconds), jittered so throttled senders do not return in step.
+			if s, perr := strconv.Atoi(resp.Header.Get("Retry-After")); perr == nil && s > 0 {
+				wait = time.Duration(s)*time.Second/2 + rand.N(time.Duration(s)*time.Second)
+			}
+		}
 		select {
 		case <-ctx.Done():
 			return 0, 0, tries, ctx.Err()
-		case <-time.After(backoff):
+		case <-time.After(wait):
 		}
 		backoff = min(2*backoff, 2*time.Second)
 	}

@@ -23,6 +23,7 @@ const (
 	ReasonUnknownTenant  Reason = "unknown_tenant"  // tenant_id is not in the tenant catalogue
 	ReasonUnknownApp     Reason = "unknown_app"     // app_id is not an app of the tenant
 	ReasonTenantMismatch Reason = "tenant_mismatch" // the credentials belong to another tenant
+	ReasonAppNotAllowed  Reason = "app_not_allowed" // the credentials are not scoped to app_id
 	ReasonPOCCapReached  Reason = "poc_cap_reached" // a POC tenant-month is full and the device is new
 )
 

@@ -1,7 +1,8 @@
 // Package tenant is the tenant catalogue: who the platform's customers are, their plan, their
 // billing time zone and which super apps (production and testing) send their events. The
 // catalogue is one YAML file (tenants.yaml, format in docs/ARCHITECTURE.md), loaded and validated
-// at start; every error names the file, the tenant and the field. The package does no I/O
+// at start; every error names the file, the tenant and the field. It also holds each tenant's
+// ingest keys, hashed (keys.go), and optional per-tenant ingest rate limits. The package does no I/O
 // beyond reading that file and keeps nothing mutable: a *Catalog is safe for concurrent use.
 package tenant
 
@@ -34,6 +35,10 @@ type Tenant struct {
 	TestingApps     []string  `yaml:"testing_apps"`
 	BillTestingApps bool      `yaml:"bill_testing_apps"`
 	Contract        *Contract `yaml:"contract"`
+	// IngestKeys authenticate the tenant's SDKs on POST /v1/events (keys.go).
+	IngestKeys []*IngestKey `yaml:"ingest_keys"`
+	// IngestLimit overrides the gateway's default rate limit for this tenant.
+	IngestLimit *IngestLimit `yaml:"ingest_limit"`
 
 	loc       *time.Location
 	purchased time.Time
@@ -44,6 +49,12 @@ type Tenant struct {
 type Contract struct {
 	IncludedMAU  *int64  `yaml:"included_mau"`
 	UnitPriceUSD *string `yaml:"unit_price_usd"`
+}
+
+// IngestLimit is a token bucket of events: EventsPerSecond refill, Burst capacity.
+type IngestLimit struct {
+	EventsPerSecond float64 `yaml:"events_per_second"` // 0: no limit
+	Burst           int     `yaml:"burst"`             // 0: the gateway's default for the rate
 }
 
 // Location is the tenant's billing time zone.
@@ -62,6 +73,19 @@ func (t *Tenant) App(app string) (known, testing bool) {
 type Catalog struct {
 	Tenants []*Tenant
 	byID    map[string]*Tenant
+	keys    *Keyring
+}
+
+// Keyring holds the ingest keys of every tenant.
+func (c *Catalog) Keyring() *Keyring { return c.keys }
+
+// Keys lists the ingest keys of every tenant, in catalogue order.
+func (c *Catalog) Keys() []*IngestKey {
+	var out []*IngestKey
+	for _, t := range c.Tenants {
+		out = append(out, t.IngestKeys...)
+	}
+	return out
 }
 
 // Tenant looks a tenant up by id.
@@ -116,6 +140,11 @@ func Parse(name string, data []byte) (*Catalog, error) {
 	if len(errs) > 0 {
 		return nil, fmt.Errorf("%w: %w", ErrInvalid, errors.Join(errs...))
 	}
+	keys, err := NewKeyring(c.Keys()...)
+	if err != nil { // a key id listed under two tenants
+		return nil, fmt.Errorf("%w: %s: ingest_keys: %w", ErrInvalid, name, err)
+	}
+	c.keys = keys
 	return c, nil
 }
 
@@ -165,6 +194,28 @@ func (t *Tenant) validate() error {
 		}
 		if c.UnitPriceUSD != nil && !isDecimal(*c.UnitPriceUSD) {
 			return fmt.Errorf("contract.unit_price_usd: %q is not a non-negative decimal", *c.UnitPriceUSD)
+		}
+	}
+	ids := make(map[string]bool, len(t.IngestKeys))
+	for i, k := range t.IngestKeys {
+		if k == nil {
+			return fmt.Errorf("ingest_keys[%d]: empty entry", i)
+		}
+		if err := k.validate(t); err != nil {
+			return fmt.Errorf("ingest_keys: %w", err)
+		}
+		if ids[k.ID] {
+			return fmt.Errorf("ingest_keys: key %s listed twice", k.ID)
+		}
+		ids[k.ID] = true
+	}
+	if l := t.IngestLimit; l != nil {
+		if l.EventsPerSecond < 0 || l.EventsPerSecond > 1e9 {
+			return fmt.Errorf("ingest_limit.events_per_second: %g must be between 0 (no limit) and 1e9", l.EventsPerSecond)
+		}
+		// A bucket smaller than a batch would refuse full batches forever.
+		if l.Burst != 0 && l.Burst < event.MaxBatchEvents {
+			return fmt.Errorf("ingest_limit.burst: %d is below one full batch (%d events)", l.Burst, event.MaxBatchEvents)
 		}
 	}
 	return nil
