@@ -55,8 +55,11 @@ FUZZTIME ?= 10s
 FUZZERS := ./pkg/event:FuzzParse ./pkg/event:FuzzSplitBatch ./pkg/event:FuzzDecode ./pipeline/ingest:FuzzHandler
 
 .PHONY: test
-test: ## Run all tests (race detector) against real ClickHouse + Kafka on random ports, then the Kafka outage test and the fuzzers
-	scripts/with-services.sh --clickhouse --kafka -- env MAUMETER_REQUIRE_SERVICES=1 $(GO) test -race -count=1 -timeout 25m ./...
+test: ## Run all tests against real ClickHouse + Kafka on random ports; the e2e suite, the chaos and Kafka outage tests and the fuzzers each on services of their own
+	scripts/with-services.sh --clickhouse --kafka -- env MAUMETER_REQUIRE_SERVICES=1 $(GO) test -race -count=1 -timeout 25m $$($(GO) list ./... | grep -v /e2e)
+	scripts/with-services.sh --clickhouse --kafka -- env MAUMETER_REQUIRE_SERVICES=1 $(GO) test -count=1 -timeout 20m ./e2e/
+	@# The chaos test restarts Kafka and ClickHouse: it gets services of its own.
+	scripts/with-services.sh --clickhouse --kafka -- env MAUMETER_REQUIRE_SERVICES=1 MAUMETER_CHAOS=1 $(GO) test -count=1 -timeout 20m -run '^TestChaos$$' ./e2e/
 	@# The outage test stops and restarts its broker: it gets one of its own.
 	scripts/with-services.sh --kafka -- env MAUMETER_REQUIRE_SERVICES=1 MAUMETER_KAFKA_EXCLUSIVE=1 $(GO) test -race -count=1 -timeout 10m -v ./e2e/outage
 	$(MAKE) --no-print-directory fuzz

@@ -216,7 +216,7 @@ func post(url, key string, batch []line) error {
 		}
 		data, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		if (resp.StatusCode == http.StatusServiceUnavailable || resp.StatusCode == http.StatusTooManyRequests) && attempt < 50 {
+		if (resp.StatusCode == http.StatusServiceUnavailable || resp.StatusCode == http.StatusTooManyRequests) && attempt < 300 {
 			time.Sleep(200 * time.Millisecond)
 			continue
 		}
@@ -283,6 +283,7 @@ func startPipeline(t *testing.T, name string) *pipeline {
 		"MAUMETER_COUNT_GROUP=" + p.group,
 		"MAUMETER_TENANTS=" + tenants,
 		"MAUMETER_SESSION_TIMEOUT=6s",
+		"MAUMETER_CHECKPOINT_INTERVAL=2s",
 		"MAUMETER_LOG_LEVEL=info",
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -455,6 +456,49 @@ func TestCounterKilled(t *testing.T) {
 	p.waitCounted(t, 4*time.Minute)
 	t.Logf("counted %s after the start", time.Since(start).Round(time.Millisecond))
 	p.check(t, tr)
+}
+
+// TestTwoCounters runs two counter processes in one consumer group: they split the partitions
+// and, together, count exactly.
+func TestTwoCounters(t *testing.T) {
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d", seed)
+	tr := generate(rand.New(rand.NewPCG(seed, 3)), time.Now(), 8_000)
+	p := startPipeline(t, "two")
+	secondAddr := freeAddr(t)
+	second := startProc(t, "count-2", p.env, "count", "--http-addr", secondAddr)
+	waitHTTP(t, second, "http://"+secondAddr+"/healthz", 30*time.Second)
+	send(t, p, tr, nil)
+	p.waitCounted(t, 3*time.Minute)
+	for _, url := range []string{p.countURL, "http://" + secondAddr} {
+		if n := assignedPartitions(t, url); n == 0 || n == 8 {
+			t.Errorf("%s owns %v of 8 partitions, want a share", url, n)
+		}
+	}
+	p.check(t, tr)
+	// The second counter answers the same exact MAU: its own partitions from memory, the
+	// others from their partition rollups.
+	p.countURL = "http://" + secondAddr
+	p.check(t, tr)
+}
+
+// assignedPartitions reads maumeter_count_assigned_partitions from a counter's /metrics.
+func assignedPartitions(t *testing.T, base string) float64 {
+	t.Helper()
+	resp, err := http.Get(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	for _, line := range bytes.Split(data, []byte("\n")) {
+		var v float64
+		if n, _ := fmt.Sscanf(string(line), "maumeter_count_assigned_partitions %g", &v); n == 1 {
+			return v
+		}
+	}
+	t.Fatalf("%s/metrics has no maumeter_count_assigned_partitions", base)
+	return 0
 }
 
 // newKey runs `maumeter keys new --tenant tenant` and returns the key and its catalogue entry

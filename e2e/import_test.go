@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
 )
 
 // TestImport backfills an NDJSON file of historical events with bad lines through the same
@@ -80,4 +82,33 @@ func TestImport(t *testing.T) {
 	}
 	p.waitCounted(t, 2*time.Minute)
 	p.check(t, tr)
+
+	// Every imported month whose close time has passed was closed once, after the whole
+	// import: version 1 carries the exact truth.
+	conn, err := clickhouse.Open(&clickhouse.Options{Addr: []string{clickhouseA}, Auth: clickhouse.Auth{Database: p.database}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	for tenant, months := range tr.truth {
+		loc, _ := time.LoadLocation(zones[tenant])
+		for month, set := range months {
+			m, _ := time.ParseInLocation("2006-01", month, loc)
+			if now.Before(m.AddDate(0, 1, 0).Add(72 * time.Hour)) {
+				continue
+			}
+			var versions, mau uint64
+			err := conn.QueryRow(context.Background(), `SELECT count(), max(mau) FROM mau_rollups FINAL WHERE tenant_id = ? AND month = ?`,
+				tenant, month).Scan(&versions, &mau)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if versions != 1 || mau != uint64(len(set)) {
+				t.Errorf("%s %s: %d rollup versions with MAU %d, want 1 with %d", tenant, month, versions, mau, len(set))
+			}
+			if want := fmt.Sprintf("%s %s: close, rollup version 1, MAU %d", tenant, month, len(set)); !strings.Contains(string(out), want) {
+				t.Errorf("import output lacks %q", want)
+			}
+		}
+	}
 }

@@ -45,7 +45,12 @@ type options struct {
 	keysReload     time.Duration
 	http           api.Timeouts
 	flushInterval  time.Duration
+	checkpoint     time.Duration
 	sessionTimeout time.Duration
+	rollupsTopic   string
+	closeGrace     time.Duration
+	closeInterval  time.Duration
+	closeWindow    time.Duration
 	migrate        bool
 }
 
@@ -70,8 +75,21 @@ func (o *options) commonFlags(fs *flag.FlagSet) {
 
 func (o *options) countFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.group, "count-group", bus.CountGroup, "consumer group of the counters")
-	fs.DurationVar(&o.flushInterval, "flush-interval", 500*time.Millisecond, "longest a first-seen device waits before it is written to ClickHouse")
+	fs.DurationVar(&o.flushInterval, "flush-interval", time.Second, "longest a first-seen device waits before it is written to ClickHouse")
+	fs.DurationVar(&o.checkpoint, "checkpoint-interval", 10*time.Second, "how often partition rollups (sketches) are stored and offsets committed: the most a crash replays")
 	fs.DurationVar(&o.sessionTimeout, "session-timeout", 10*time.Second, "consumer-group session timeout: how soon a dead counter's partitions move")
+	o.closeFlags(fs)
+}
+
+func (o *options) closeFlags(fs *flag.FlagSet) {
+	fs.StringVar(&o.rollupsTopic, "rollups-topic", bus.RollupsTopic, "compacted Kafka topic of monthly rollups")
+	fs.DurationVar(&o.closeGrace, "close-grace", 72*time.Hour, "a month closes this long after it ends in the tenant's time zone")
+	fs.DurationVar(&o.closeInterval, "close-interval", 10*time.Second, "how often the closer checks for months to close or restate")
+	fs.DurationVar(&o.closeWindow, "close-window", 35*24*time.Hour, "months whose close time is older than this close only by import or `maumeter close`")
+}
+
+func (o *options) closeConfig() count.CloseConfig {
+	return count.CloseConfig{Grace: o.closeGrace, CheckInterval: o.closeInterval, AutoWindow: o.closeWindow, RollupsTopic: o.rollupsTopic}
 }
 
 func (o *options) ingestFlags(fs *flag.FlagSet) {
@@ -174,8 +192,10 @@ func build(ctx context.Context, o *options, parts roleParts, stderr io.Writer) (
 	if parts.count {
 		s.counter, err = count.New(count.Config{
 			Brokers: s.brokers, Topic: o.topic, Group: o.group,
-			FlushInterval: o.flushInterval, SessionTimeout: o.sessionTimeout, RebalanceTimeout: o.sessionTimeout,
-		}, s.catalog, s.store, log, s.reg)
+			FlushInterval: o.flushInterval, CheckpointInterval: o.checkpoint,
+			SessionTimeout: o.sessionTimeout, RebalanceTimeout: o.sessionTimeout,
+			Close: o.closeConfig(),
+		}, s.catalog, s.store, time.Now, log, s.reg)
 		if err != nil {
 			return nil, err
 		}
@@ -200,6 +220,14 @@ func setupInfra(ctx context.Context, o *options, brokers []string, store *chstor
 		defer cancel()
 		t := bus.Topic{Name: o.topic, Partitions: o.partitions, ReplicationFactor: o.replication}
 		if err := bus.EnsureTopic(tctx, brokers, t, log); err != nil {
+			return err
+		}
+		if o.rollupsTopic == "" {
+			o.rollupsTopic = bus.RollupsTopic
+		}
+		rt := bus.Topic{Name: o.rollupsTopic, Partitions: 1, ReplicationFactor: o.replication,
+			Configs: map[string]string{"cleanup.policy": "compact"}}
+		if err := bus.EnsureTopic(tctx, brokers, rt, log); err != nil {
 			return err
 		}
 	}
@@ -227,7 +255,9 @@ func (s *stack) handler(o *options) (http.Handler, error) {
 		s.ingest = h
 		cfg.Ingest = h
 	}
-	if s.store != nil {
+	if s.counter != nil {
+		cfg.MAU = s.counter
+	} else if s.store != nil {
 		cfg.MAU = s.store
 		cfg.Ready = append(cfg.Ready, api.Check{Name: "clickhouse", Fn: s.store.Ping})
 	}
@@ -375,6 +405,7 @@ func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	o.commonFlags(fs)
 	o.kafkaFlags(fs)
 	o.clickhouseFlags(fs)
+	fs.StringVar(&o.rollupsTopic, "rollups-topic", bus.RollupsTopic, "compacted Kafka topic of monthly rollups")
 	if err := parseFlags(fs, args, stderr); err != nil {
 		return err
 	}

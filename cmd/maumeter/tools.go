@@ -18,6 +18,7 @@ import (
 	"github.com/maumeter/maumeter/pipeline/chstore"
 	"github.com/maumeter/maumeter/pipeline/ingest"
 	"github.com/maumeter/maumeter/pipeline/loadgen"
+	"github.com/maumeter/maumeter/pkg/calendar"
 	"github.com/maumeter/maumeter/pkg/event"
 	"github.com/maumeter/maumeter/pkg/tenant"
 )
@@ -30,6 +31,11 @@ func runImport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs := flag.NewFlagSet("import", flag.ContinueOnError)
 	o.commonFlags(fs)
 	o.kafkaFlags(fs)
+	o.clickhouseFlags(fs)
+	fs.StringVar(&o.group, "count-group", "maumeter-count", "consumer group of the counters")
+	o.closeFlags(fs)
+	closeAfter := fs.Bool("close", true, "after the import, wait for the counters and close the touched months whose close time has passed")
+	closeTimeout := fs.Duration("close-timeout", 30*time.Minute, "longest wait for the counters to consume the import")
 	file := fs.String("file", "", "NDJSON file of events ('-' for standard input)")
 	batchSize := fs.Int("batch", 5000, "events per produce")
 	fs.DurationVar(&o.maxEventFuture, "max-event-future", event.DefaultBounds.MaxFuture, "furthest event ts accepted ahead of now")
@@ -70,6 +76,7 @@ func runImport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	sc.Buffer(make([]byte, 64<<10), event.MaxBatchBytes)
 	var batch []event.Event
 	var lines, imported, bad int
+	touched := map[chstore.TenantMonth]bool{}
 	flush := func() error {
 		if err := producer.Produce(ctx, batch); err != nil {
 			return fmt.Errorf("after %d events imported: %w", imported, err)
@@ -97,6 +104,8 @@ func runImport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			fmt.Fprintf(stderr, ": %s\n", rj.Message)
 			continue
 		}
+		t, _ := catalog.Tenant(e.TenantID)
+		touched[chstore.TenantMonth{TenantID: e.TenantID, Month: calendar.MonthOf(e.TS, t.Location()).String()}] = true
 		batch = append(batch, e)
 		if len(batch) >= *batchSize {
 			if err := flush(); err != nil {
@@ -115,6 +124,30 @@ func runImport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	log.Info("import done", "file", *file, "lines", lines, "imported", imported, "rejected", bad)
 	fmt.Fprintf(stdout, "imported %d events, rejected %d lines\n", imported, bad)
+	if *closeAfter && imported > 0 {
+		// A backfilled month closes once, with the whole import in its first rollup.
+		cctx, cancel := context.WithTimeout(ctx, *closeTimeout)
+		defer cancel()
+		closer, store, err := openCloser(cctx, o, catalog, log)
+		if err != nil {
+			return fmt.Errorf("close imported months: %w", err)
+		}
+		defer store.Close()
+		var due []chstore.TenantMonth
+		for tm := range touched {
+			t, _ := catalog.Tenant(tm.TenantID)
+			m, _ := calendar.ParseMonth(tm.Month)
+			if !time.Now().Before(closer.CloseAt(t, m)) {
+				due = append(due, tm)
+			}
+		}
+		if len(due) > 0 {
+			fmt.Fprintf(stdout, "waiting for the counters, then closing %d tenant-months whose close time has passed\n", len(due))
+			if err := closeMonths(cctx, closer, due, stdout); err != nil {
+				return fmt.Errorf("close imported months: %w", err)
+			}
+		}
+	}
 	if bad > 0 {
 		return exitCode{3, fmt.Sprintf("%d lines rejected (listed above); the other %d events were imported", bad, imported)}
 	}

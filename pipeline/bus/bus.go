@@ -32,6 +32,7 @@ type Topic struct {
 	Name              string
 	Partitions        int
 	ReplicationFactor int
+	Configs           map[string]string // e.g. cleanup.policy=compact
 }
 
 // EnsureTopic creates t when it is missing. An existing topic is left alone; when its partition
@@ -51,9 +52,11 @@ func EnsureTopic(ctx context.Context, brokers []string, t Topic, log *slog.Logge
 			return nil
 		}
 	}
-	resp, err := client.CreateTopics(ctx, &kafka.CreateTopicsRequest{Topics: []kafka.TopicConfig{{
-		Topic: t.Name, NumPartitions: t.Partitions, ReplicationFactor: t.ReplicationFactor,
-	}}})
+	tc := kafka.TopicConfig{Topic: t.Name, NumPartitions: t.Partitions, ReplicationFactor: t.ReplicationFactor}
+	for k, v := range t.Configs {
+		tc.ConfigEntries = append(tc.ConfigEntries, kafka.ConfigEntry{ConfigName: k, ConfigValue: v})
+	}
+	resp, err := client.CreateTopics(ctx, &kafka.CreateTopicsRequest{Topics: []kafka.TopicConfig{tc}})
 	if err != nil {
 		return fmt.Errorf("create topic %s: %w", t.Name, err)
 	}

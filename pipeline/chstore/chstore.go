@@ -173,11 +173,11 @@ func (s *Store) InsertDevices(ctx context.Context, rows []DeviceRow) error {
 	return nil
 }
 
-// PartitionDevices calls fn for every device recorded from partition p, in months not before
-// fromMonth (YYYY-MM; "" for all). The counter rebuilds its sets with it on assignment.
-func (s *Store) PartitionDevices(ctx context.Context, p int32, fromMonth string, fn func(tenant, month string, key event.DeviceKey)) error {
+// PartitionDevices calls fn for every device recorded from partition p in the months that are
+// still open (no rollup in mau_rollups). The counter rebuilds its sets with it on assignment.
+func (s *Store) PartitionDevices(ctx context.Context, p int32, fn func(tenant, month string, key event.DeviceKey)) error {
 	rows, err := s.conn.Query(ctx, `SELECT tenant_id, month, device_key FROM mau_devices
-		WHERE kafka_partition = ? AND month >= ?`, uint32(p), fromMonth)
+		WHERE kafka_partition = ? AND (tenant_id, month) NOT IN (SELECT tenant_id, month FROM mau_rollups)`, uint32(p))
 	if err != nil {
 		return fmt.Errorf("load partition %d devices: %w", p, err)
 	}

@@ -1,13 +1,18 @@
 // Package count is the counter: a Kafka consumer-group member that reads mau.events.v1 and keeps,
-// per assigned partition and per (tenant, billing month), the exact set of device keys seen.
-// A device new to its set is written to ClickHouse mau_devices.
+// per assigned partition and per (tenant, billing month), the exact set of device keys seen and
+// HyperLogLog sketches (tenant-month, per app, per mini program, per day). A device new to its
+// set is written to ClickHouse mau_devices. The member that owns partition 0 also closes months
+// (closer.go).
 //
-// Crash safety (docs/ARCHITECTURE.md, "Counting"): offsets are committed only after the rows
-// produced by the messages before them are in ClickHouse, and on every assignment a partition's
-// sets are rebuilt from mau_devices before it consumes. A crash or rebalance therefore replays
-// messages whose devices are already in the rebuilt sets (no new rows) or whose rows never
-// reached ClickHouse (written now): nothing is lost and nothing is counted twice. Any row written
-// twice anyway (two owners during a rebalance) is folded by ReplacingMergeTree and cannot change
+// Flush protocol (docs/ARCHITECTURE.md, "Counting"): every flush writes, in this order, the
+// first-seen devices to mau_devices, the state of every tenant-month the partition touched to
+// mau_partition_rollups (exact count, estimate, serialized sketches), and only then commits the
+// offset. On every assignment a partition's open months are rebuilt before it consumes: sets
+// from mau_devices, sketches from the newest partition rollup. A crash or rebalance therefore
+// replays messages whose devices are already in the rebuilt sets (no new rows) or whose rows
+// never reached ClickHouse (written now), and re-adds to sketches what HyperLogLog absorbs
+// idempotently: nothing is lost and nothing is counted twice. Any row written twice anyway (two
+// owners during a rebalance) is folded by ReplacingMergeTree and cannot change
 // uniqExact(device_key).
 package count
 
@@ -24,9 +29,8 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/maumeter/maumeter/pipeline/chstore"
-	"github.com/maumeter/maumeter/pkg/calendar"
-	"github.com/maumeter/maumeter/pkg/deviceset"
 	"github.com/maumeter/maumeter/pkg/event"
+	"github.com/maumeter/maumeter/pkg/sketch"
 	"github.com/maumeter/maumeter/pkg/tenant"
 )
 
@@ -35,13 +39,17 @@ var ErrConfig = errors.New("count config")
 
 // Config of the counter.
 type Config struct {
-	Brokers          []string
-	Topic            string
-	Group            string
-	FlushInterval    time.Duration // longest a first-seen device waits before its insert (default 500ms)
-	FlushRows        int           // insert as soon as this many rows are pending (default 20,000)
-	SessionTimeout   time.Duration // consumer-group session timeout (default 10s)
-	RebalanceTimeout time.Duration // default 10s
+	Brokers       []string
+	Topic         string
+	Group         string
+	FlushInterval time.Duration // longest a first-seen device waits before it is written to mau_devices (default 1s)
+	FlushRows     int           // write devices as soon as this many are pending (default 20,000)
+	// CheckpointInterval is how often partition rollups (sketches) are stored and offsets
+	// committed (default 10s): what a crash replays at most.
+	CheckpointInterval time.Duration
+	SessionTimeout     time.Duration // consumer-group session timeout (default 10s)
+	RebalanceTimeout   time.Duration // default 10s
+	Close              CloseConfig
 }
 
 // Validate checks c and fills defaults.
@@ -55,75 +63,106 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("%w: group is required", ErrConfig)
 	}
 	if c.FlushInterval <= 0 {
-		c.FlushInterval = 500 * time.Millisecond
+		c.FlushInterval = time.Second
 	}
 	if c.FlushRows <= 0 {
 		c.FlushRows = 20000
 	}
+	if c.CheckpointInterval <= 0 {
+		c.CheckpointInterval = 10 * time.Second
+	}
+	c.CheckpointInterval = max(c.CheckpointInterval, c.FlushInterval)
 	if c.SessionTimeout <= 0 {
 		c.SessionTimeout = 10 * time.Second
 	}
 	if c.RebalanceTimeout <= 0 {
 		c.RebalanceTimeout = 10 * time.Second
 	}
-	return nil
+	return c.Close.validate()
 }
 
-// Store is what the counter needs of ClickHouse.
-type Store interface {
-	InsertDevices(ctx context.Context, rows []chstore.DeviceRow) error
-	PartitionDevices(ctx context.Context, p int32, fromMonth string, fn func(tenant, month string, key event.DeviceKey)) error
-}
-
-// Counter consumes the events topic as a member of a consumer group. Run it once.
+// Counter consumes the events topic as a member of a consumer group. Run it once; MAU may be
+// called concurrently with Run.
 type Counter struct {
 	cfg     Config
 	catalog *tenant.Catalog
-	store   Store
+	store   *chstore.Store
+	closer  *Closer
+	now     func() time.Time
 	log     *slog.Logger
 	m       metrics
 
-	lastProgress atomic.Int64 // unix nanos of the last successful flush or idle fetch
+	lastProgress atomic.Int64 // unix nanos of the last successful flush or idle tick
+
+	mu     sync.Mutex
+	owned  map[int32]*partitionState                       // partitions of the current generation
+	closed atomic.Pointer[map[tenantMonth]*chstore.Rollup] // closed months and their current rollup
 }
 
 type metrics struct {
-	events    prometheus.Counter
-	devices   prometheus.Counter
-	dropped   *prometheus.CounterVec
-	flushes   prometheus.Histogram
-	retries   prometheus.Counter
-	rebuilt   prometheus.Counter
-	assigned  prometheus.Gauge
-	commitErr prometheus.Counter
+	events     prometheus.Counter
+	devices    prometheus.Counter
+	lateNew    prometheus.Counter
+	dropped    *prometheus.CounterVec
+	flushes    prometheus.Histogram
+	retries    prometheus.Counter
+	rebuilt    prometheus.Counter
+	assigned   prometheus.Gauge
+	commitErr  prometheus.Counter
+	openMonths prometheus.Gauge
 }
 
-// New returns a counter. reg receives its metrics.
-func New(cfg Config, catalog *tenant.Catalog, store Store, log *slog.Logger, reg prometheus.Registerer) (*Counter, error) {
+// New returns a counter. now is its clock (month close and grace are measured on it); reg
+// receives its metrics.
+func New(cfg Config, catalog *tenant.Catalog, store *chstore.Store, now func() time.Time, log *slog.Logger, reg prometheus.Registerer) (*Counter, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	m := metrics{
-		events:    prometheus.NewCounter(prometheus.CounterOpts{Name: "maumeter_count_events_total", Help: "Events consumed by the counter."}),
-		devices:   prometheus.NewCounter(prometheus.CounterOpts{Name: "maumeter_count_new_devices_total", Help: "Devices first seen in their tenant-month and written to mau_devices."}),
-		dropped:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "maumeter_count_dropped_total", Help: "Messages the counter could not count, by reason."}, []string{"reason"}),
-		flushes:   prometheus.NewHistogram(prometheus.HistogramOpts{Name: "maumeter_count_flush_seconds", Help: "Time to insert first-seen devices and commit offsets.", Buckets: prometheus.ExponentialBuckets(0.001, 4, 8)}),
-		retries:   prometheus.NewCounter(prometheus.CounterOpts{Name: "maumeter_count_insert_retries_total", Help: "ClickHouse inserts retried."}),
-		rebuilt:   prometheus.NewCounter(prometheus.CounterOpts{Name: "maumeter_count_rebuilt_devices_total", Help: "Device keys loaded from mau_devices on partition assignment."}),
-		assigned:  prometheus.NewGauge(prometheus.GaugeOpts{Name: "maumeter_count_assigned_partitions", Help: "Partitions this counter owns."}),
-		commitErr: prometheus.NewCounter(prometheus.CounterOpts{Name: "maumeter_count_commit_errors_total", Help: "Offset commits that failed (the partition replays from the last good commit)."}),
+		events:     prometheus.NewCounter(prometheus.CounterOpts{Name: "maumeter_count_events_total", Help: "Events consumed by the counter."}),
+		devices:    prometheus.NewCounter(prometheus.CounterOpts{Name: "maumeter_count_new_devices_total", Help: "Devices first seen in their tenant-month and written to mau_devices."}),
+		lateNew:    prometheus.NewCounter(prometheus.CounterOpts{Name: "maumeter_count_late_devices_total", Help: "Devices first seen in a tenant-month that had already closed (they cause a restatement)."}),
+		dropped:    prometheus.NewCounterVec(prometheus.CounterOpts{Name: "maumeter_count_dropped_total", Help: "Messages the counter could not count, by reason."}, []string{"reason"}),
+		flushes:    prometheus.NewHistogram(prometheus.HistogramOpts{Name: "maumeter_count_flush_seconds", Help: "Time to store devices and partition rollups and commit offsets.", Buckets: prometheus.ExponentialBuckets(0.001, 4, 8)}),
+		retries:    prometheus.NewCounter(prometheus.CounterOpts{Name: "maumeter_count_store_retries_total", Help: "ClickHouse writes retried."}),
+		rebuilt:    prometheus.NewCounter(prometheus.CounterOpts{Name: "maumeter_count_rebuilt_devices_total", Help: "Device keys loaded from mau_devices on partition assignment."}),
+		assigned:   prometheus.NewGauge(prometheus.GaugeOpts{Name: "maumeter_count_assigned_partitions", Help: "Partitions this counter owns."}),
+		commitErr:  prometheus.NewCounter(prometheus.CounterOpts{Name: "maumeter_count_commit_errors_total", Help: "Offset commits that failed (the partition replays from the last good commit)."}),
+		openMonths: prometheus.NewGauge(prometheus.GaugeOpts{Name: "maumeter_count_open_months", Help: "Tenant-months held in memory over all owned partitions."}),
 	}
-	for _, c := range []prometheus.Collector{m.events, m.devices, m.dropped, m.flushes, m.retries, m.rebuilt, m.assigned, m.commitErr} {
-		if err := reg.Register(c); err != nil {
+	for _, col := range []prometheus.Collector{m.events, m.devices, m.lateNew, m.dropped, m.flushes, m.retries, m.rebuilt, m.assigned, m.commitErr, m.openMonths} {
+		if err := reg.Register(col); err != nil {
 			return nil, fmt.Errorf("count metrics: %w", err)
 		}
 	}
-	c := &Counter{cfg: cfg, catalog: catalog, store: store, log: log, m: m}
+	c := &Counter{cfg: cfg, catalog: catalog, store: store, now: now, log: log, m: m, owned: map[int32]*partitionState{}}
+	closer, err := NewCloser(cfg.Close, cfg.Brokers, cfg.Topic, cfg.Group, catalog, store, now, log, reg)
+	if err != nil {
+		return nil, err
+	}
+	c.closer = closer
+	c.closed.Store(&map[tenantMonth]*chstore.Rollup{})
 	c.lastProgress.Store(time.Now().UnixNano())
 	return c, nil
 }
 
+// Closer is the month closer this counter runs while it owns partition 0.
+func (c *Counter) Closer() *Closer { return c.closer }
+
 // LastProgress is when the counter last flushed or found its partitions idle; readiness uses it.
 func (c *Counter) LastProgress() time.Time { return time.Unix(0, c.lastProgress.Load()) }
+
+func (c *Counter) isClosed(tm tenantMonth) bool { return (*c.closed.Load())[tm] != nil }
+
+// refreshClosed reloads the set of closed tenant-months from mau_rollups.
+func (c *Counter) refreshClosed(ctx context.Context) error {
+	latest, err := c.store.LatestRollups(ctx)
+	if err != nil {
+		return err
+	}
+	c.closed.Store(&latest)
+	return nil
+}
 
 // Run joins the group and counts until ctx is cancelled, then flushes, commits and leaves.
 func (c *Counter) Run(ctx context.Context) error {
@@ -144,6 +183,7 @@ func (c *Counter) Run(ctx context.Context) error {
 		return fmt.Errorf("join group %s: %w", c.cfg.Group, err)
 	}
 	defer group.Close()
+	go c.refreshLoop(ctx)
 	for {
 		gen, err := group.Next(ctx)
 		if ctx.Err() != nil {
@@ -162,6 +202,9 @@ func (c *Counter) Run(ctx context.Context) error {
 		ids := make([]int, len(assigned))
 		for i, a := range assigned {
 			ids[i] = a.ID
+			if a.ID == 0 {
+				gen.Start(c.closer.Run)
+			}
 		}
 		c.log.Info("partitions assigned", "generation", gen.ID, "member", gen.MemberID, "partitions", ids)
 		c.m.assigned.Set(float64(len(assigned)))
@@ -171,28 +214,49 @@ func (c *Counter) Run(ctx context.Context) error {
 	}
 }
 
-// tenantMonth keys the exact sets of one partition.
-type tenantMonth struct{ tenant, month string }
+// refreshLoop keeps the closed-month set fresh so that partitions drop closed months and send
+// their late events down the late path.
+func (c *Counter) refreshLoop(ctx context.Context) {
+	t := time.NewTicker(c.cfg.Close.CheckInterval)
+	defer t.Stop()
+	for {
+		if err := c.refreshClosed(ctx); err != nil && ctx.Err() == nil {
+			c.log.Warn("refresh closed months", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
 
-// partition is the state of one assigned partition for one generation. It is owned by one
-// goroutine and thrown away when the generation ends.
-type partition struct {
-	id      int
-	sets    map[tenantMonth]*deviceset.Set
-	pending []chstore.DeviceRow
-	next    int64 // offset to commit: one past the last message processed
-	dirty   bool  // next moved since the last commit
+func (c *Counter) own(p *partitionState) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.owned[p.id] = p
+}
+
+func (c *Counter) disown(p *partitionState) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.owned[p.id] == p {
+		delete(c.owned, p.id)
+	}
 }
 
 func (c *Counter) consume(ctx context.Context, gen *kafka.Generation, a kafka.PartitionAssignment) {
 	log := c.log.With("partition", a.ID, "generation", gen.ID)
-	p := &partition{id: a.ID, sets: map[tenantMonth]*deviceset.Set{}, next: a.Offset}
+	p := newPartitionState(int32(a.ID))
+	p.next = a.Offset
+	c.own(p)
+	defer c.disown(p)
 	start := time.Now()
 	if err := c.rebuild(ctx, p); err != nil {
 		log.Warn("rebuild abandoned", "err", err)
 		return
 	}
-	log.Info("partition rebuilt", "devices", p.devices(), "sets", len(p.sets), "took", time.Since(start).Round(time.Millisecond), "offset", a.Offset)
+	log.Info("partition rebuilt", "devices", p.devices(), "months", len(p.months), "took", time.Since(start).Round(time.Millisecond), "offset", a.Offset)
 
 	r := kafka.NewReader(kafka.ReaderConfig{
 		Brokers:       c.cfg.Brokers,
@@ -246,6 +310,7 @@ func (c *Counter) consume(ctx context.Context, gen *kafka.Generation, a kafka.Pa
 
 	tick := time.NewTicker(c.cfg.FlushInterval)
 	defer tick.Stop()
+	lastCheckpoint := time.Now()
 	for {
 		select {
 		case m, ok := <-msgs:
@@ -253,20 +318,43 @@ func (c *Counter) consume(ctx context.Context, gen *kafka.Generation, a kafka.Pa
 				c.drain(p, gen, log)
 				return
 			}
+			p.mu.Lock()
 			c.process(p, m)
-			if len(p.pending) >= c.cfg.FlushRows {
-				if err := c.flush(ctx, p, gen, log); err != nil {
+			// Apply what is already fetched under one lock.
+			for more := true; more && len(p.pending) < c.cfg.FlushRows; {
+				select {
+				case m, ok := <-msgs:
+					if ok {
+						c.process(p, m)
+					} else {
+						more = false
+					}
+				default:
+					more = false
+				}
+			}
+			full := len(p.pending) >= c.cfg.FlushRows
+			p.mu.Unlock()
+			if full {
+				if err := c.flush(ctx, p, gen, log, false); err != nil {
 					return
 				}
 			}
 		case <-tick.C:
 			if p.dirty {
-				if err := c.flush(ctx, p, gen, log); err != nil {
+				checkpoint := time.Since(lastCheckpoint) >= c.cfg.CheckpointInterval
+				if err := c.flush(ctx, p, gen, log, checkpoint); err != nil {
 					return
+				}
+				if checkpoint {
+					lastCheckpoint = time.Now()
 				}
 			} else if len(msgs) == 0 {
 				c.lastProgress.Store(time.Now().UnixNano())
 			}
+			p.mu.Lock()
+			p.dropClosed(c.isClosed)
+			p.mu.Unlock()
 		case <-ctx.Done():
 			c.drain(p, gen, log)
 			return
@@ -276,18 +364,19 @@ func (c *Counter) consume(ctx context.Context, gen *kafka.Generation, a kafka.Pa
 
 // drain makes a last attempt to store and commit what was processed when the generation ends.
 // Failing is harmless: the next owner rebuilds from ClickHouse and replays from the last commit.
-func (c *Counter) drain(p *partition, gen *kafka.Generation, log *slog.Logger) {
+func (c *Counter) drain(p *partitionState, gen *kafka.Generation, log *slog.Logger) {
 	if !p.dirty {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := c.flush(ctx, p, gen, log); err != nil {
+	if err := c.flush(ctx, p, gen, log, true); err != nil {
 		log.Info("final flush skipped; the next owner replays", "err", err)
 	}
 }
 
-func (c *Counter) process(p *partition, m kafka.Message) {
+// process applies one message; p.mu must be held.
+func (c *Counter) process(p *partitionState, m kafka.Message) {
 	c.m.events.Inc()
 	p.next, p.dirty = m.Offset+1, true
 	if !hasSchema(m) {
@@ -306,20 +395,7 @@ func (c *Counter) process(p *partition, m kafka.Message) {
 		c.log.Warn("event of a tenant not in the catalogue", "tenant", e.TenantID, "partition", m.Partition, "offset", m.Offset)
 		return
 	}
-	tm := tenantMonth{e.TenantID, calendar.MonthOf(e.TS, t.Location()).String()}
-	set := p.sets[tm]
-	if set == nil {
-		set = deviceset.New(1024)
-		p.sets[tm] = set
-	}
-	if !set.Add(e.Key()) {
-		return
-	}
-	p.pending = append(p.pending, chstore.DeviceRow{
-		TenantID: e.TenantID, Month: tm.month, AppID: e.AppID, Key: e.Key(), GUID: e.GUID,
-		FirstSeenAt: e.TS, FirstEvent: e.Type, MiniProgramID: e.MiniProgramID,
-		Partition: int32(m.Partition), Offset: m.Offset,
-	})
+	p.apply(&e, t, m.Offset, c.isClosed)
 }
 
 func hasSchema(m kafka.Message) bool {
@@ -331,21 +407,20 @@ func hasSchema(m kafka.Message) bool {
 	return false
 }
 
-// flush writes pending rows to ClickHouse, retrying until it succeeds or ctx ends, and only then
-// commits the offset. It returns an error only when ctx ended first.
-func (c *Counter) flush(ctx context.Context, p *partition, gen *kafka.Generation, log *slog.Logger) error {
-	start := time.Now()
+// retry runs fn until it succeeds or ctx ends, backing off; the partition waits meanwhile
+// (backpressure, never loss).
+func (c *Counter) retry(ctx context.Context, log *slog.Logger, what string, fn func() error) error {
 	backoff := 100 * time.Millisecond
 	for {
-		err := c.store.InsertDevices(ctx, p.pending)
+		err := fn()
 		if err == nil {
-			break
+			return nil
 		}
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
 		c.m.retries.Inc()
-		log.Warn("insert devices; retrying", "rows", len(p.pending), "in", backoff, "err", err)
+		log.Warn(what+"; retrying", "in", backoff, "err", err)
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
@@ -353,53 +428,156 @@ func (c *Counter) flush(ctx context.Context, p *partition, gen *kafka.Generation
 		}
 		backoff = min(2*backoff, 5*time.Second)
 	}
-	c.m.devices.Add(float64(len(p.pending)))
-	p.pending = p.pending[:0]
-	if err := gen.CommitOffsets(map[string]map[int]int64{c.cfg.Topic: {p.id: p.next}}); err != nil {
-		// The rows are stored; a replay from the older offset finds them in the rebuilt sets.
-		c.m.commitErr.Inc()
-		log.Warn("commit offset", "offset", p.next, "err", err)
+}
+
+// flush stores what the partition learned: late devices checked against ClickHouse, then
+// first-seen devices; at a checkpoint also the partition rollups, and then it commits the
+// offset. It returns an error only when ctx ended first or the commit failed.
+func (c *Counter) flush(ctx context.Context, p *partitionState, gen *kafka.Generation, log *slog.Logger, checkpoint bool) error {
+	start := time.Now()
+	p.mu.Lock()
+	late := p.late
+	p.late = map[tenantMonth]map[event.DeviceKey]chstore.DeviceRow{}
+	rows := p.pending
+	p.pending = make([]chstore.DeviceRow, 0, len(rows))
+	var rollups []chstore.PartitionRollup
+	var err error
+	if checkpoint {
+		rollups, err = p.rollups(c.now())
+	}
+	next := p.next
+	p.mu.Unlock()
+	if err != nil {
+		return fmt.Errorf("partition %d rollups: %w", p.id, err)
+	}
+	for tm, devices := range late {
+		keys := make([]event.DeviceKey, 0, len(devices))
+		for k := range devices {
+			keys = append(keys, k)
+		}
+		var known map[event.DeviceKey]bool
+		if err := c.retry(ctx, log, "check late devices", func() (err error) {
+			known, err = c.store.KnownDevices(ctx, tm, keys)
+			return err
+		}); err != nil {
+			return err
+		}
+		for k, row := range devices {
+			if !known[k] {
+				rows = append(rows, row)
+				c.m.lateNew.Inc()
+			}
+		}
+	}
+	if err := c.retry(ctx, log, "insert devices", func() error { return c.store.InsertDevices(ctx, rows) }); err != nil {
 		return err
 	}
-	p.dirty = false
+	c.m.devices.Add(float64(len(rows)))
+	if !checkpoint {
+		c.lastProgress.Store(time.Now().UnixNano())
+		return nil
+	}
+	if err := c.retry(ctx, log, "insert partition rollups", func() error { return c.store.InsertPartitionRollups(ctx, rollups) }); err != nil {
+		return err
+	}
+	p.mu.Lock()
+	if len(rollups) > 0 {
+		p.stored(rollups[0].Version)
+	}
+	p.mu.Unlock()
+	if err := gen.CommitOffsets(map[string]map[int]int64{c.cfg.Topic: {int(p.id): next}}); err != nil {
+		// The rows are stored; a replay from the older offset finds them in the rebuilt sets.
+		c.m.commitErr.Inc()
+		log.Warn("commit offset", "offset", next, "err", err)
+		return err
+	}
+	p.mu.Lock()
+	p.dirty = p.next != next
+	p.mu.Unlock()
 	c.m.flushes.Observe(time.Since(start).Seconds())
 	c.lastProgress.Store(time.Now().UnixNano())
 	return nil
 }
 
-func (c *Counter) rebuild(ctx context.Context, p *partition) error {
-	backoff := 100 * time.Millisecond
-	for {
-		clear(p.sets)
+// rebuild loads the partition's open months: sets from mau_devices, sketches from the newest
+// partition rollups.
+func (c *Counter) rebuild(ctx context.Context, p *partitionState) error {
+	log := c.log.With("partition", p.id)
+	return c.retry(ctx, log, "rebuild partition", func() error {
+		if err := c.refreshClosed(ctx); err != nil {
+			return err
+		}
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		clear(p.months)
 		n := 0
-		err := c.store.PartitionDevices(ctx, int32(p.id), "", func(tenant, month string, k event.DeviceKey) {
-			tm := tenantMonth{tenant, month}
-			set := p.sets[tm]
-			if set == nil {
-				set = deviceset.New(1024)
-				p.sets[tm] = set
-			}
-			set.Add(k)
+		err := c.store.PartitionDevices(ctx, p.id, func(tenant, month string, k event.DeviceKey) {
+			p.month(tenantMonth{TenantID: tenant, Month: month}).set.Add(k)
 			n++
 		})
-		if err == nil {
-			c.m.rebuilt.Add(float64(n))
-			return nil
+		if err != nil {
+			return err
 		}
-		c.log.Warn("rebuild partition; retrying", "partition", p.id, "in", backoff, "err", err)
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(backoff):
+		rollups, err := c.store.LatestPartitionRollups(ctx, p.id, nil)
+		if err != nil {
+			return err
 		}
-		backoff = min(2*backoff, 5*time.Second)
-	}
+		for _, r := range rollups {
+			p.version = max(p.version, r.Version)
+			tm := tenantMonth{TenantID: r.TenantID, Month: r.Month}
+			if c.isClosed(tm) {
+				continue
+			}
+			sk := sketch.NewMonth()
+			if err := sk.UnmarshalBinary(r.Sketches); err != nil {
+				// Sketches are cross-checks, never the billed figure: start this one afresh.
+				log.Warn("unreadable partition sketches; starting them empty", "tenant", r.TenantID, "month", r.Month, "err", err)
+				continue
+			}
+			p.month(tm).sk = sk
+		}
+		c.m.rebuilt.Add(float64(n))
+		p.ready = true
+		return nil
+	})
 }
 
-func (p *partition) devices() int {
-	n := 0
-	for _, s := range p.sets {
-		n += s.Len()
+// MAU is the exact MAU of a tenant-month as this counter knows it now. An open month is summed
+// over partitions: those this process owns from memory (fresher than ClickHouse by up to a
+// flush), the others from their newest partition rollup; no scan of mau_devices. A closed
+// month's sets are gone: it answers uniqExact over its rows in mau_devices, which includes late
+// devices a restatement has not picked up yet (the rollups hold the billed versions).
+func (c *Counter) MAU(ctx context.Context, tenantID, month string) (uint64, error) {
+	tm := tenantMonth{TenantID: tenantID, Month: month}
+	if c.isClosed(tm) {
+		return c.store.MAU(ctx, tenantID, month)
 	}
-	return n
+	c.mu.Lock()
+	owned := make([]*partitionState, 0, len(c.owned))
+	for _, p := range c.owned {
+		owned = append(owned, p)
+	}
+	c.mu.Unlock()
+	local := map[int32]bool{}
+	var total uint64
+	for _, p := range owned {
+		p.mu.Lock()
+		if p.ready {
+			local[p.id] = true
+			if m := p.months[tm]; m != nil {
+				total += uint64(m.set.Len())
+			}
+		}
+		p.mu.Unlock()
+	}
+	counts, err := c.store.PartitionCounts(ctx, tm)
+	if err != nil {
+		return 0, err
+	}
+	for p, n := range counts {
+		if !local[p] {
+			total += n
+		}
+	}
+	return total, nil
 }

@@ -33,7 +33,15 @@ func ParseMonth(s string) (Month, error) {
 }
 
 // String formats m as YYYY-MM, the form used in the API and in ClickHouse.
-func (m Month) String() string { return fmt.Sprintf("%04d-%02d", m.Year, int(m.Month)) }
+func (m Month) String() string {
+	if m.Year < 0 || m.Year > 9999 {
+		return fmt.Sprintf("%04d-%02d", m.Year, int(m.Month))
+	}
+	// The counter formats a month per event: no fmt on this path.
+	y, mo := m.Year, int(m.Month)
+	return string([]byte{byte('0' + y/1000), byte('0' + y/100%10), byte('0' + y/10%10), byte('0' + y%10), '-',
+		byte('0' + mo/10), byte('0' + mo%10)})
+}
 
 // IsZero reports whether m is the zero Month.
 func (m Month) IsZero() bool { return m.Year == 0 && m.Month == 0 }

@@ -57,3 +57,16 @@ func TestMonthArithmetic(t *testing.T) {
 		}
 	}
 }
+
+func TestMonthString(t *testing.T) {
+	f := func(m Month, want string) {
+		t.Helper()
+		if got := m.String(); got != want {
+			t.Errorf("%#v.String() = %q, want %q", m, got, want)
+		}
+	}
+	f(Month{2026, time.October}, "2026-10")
+	f(Month{2027, time.January}, "2027-01")
+	f(Month{999, time.December}, "0999-12")
+	f(Month{12345, time.March}, "12345-03")
+}

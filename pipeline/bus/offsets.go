@@ -1,0 +1,115 @@
+package bus
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+)
+
+// EndOffsets returns the offset one past the last message of every partition of topic.
+func EndOffsets(ctx context.Context, brokers []string, topic string) (map[int]int64, error) {
+	client := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second}
+	parts, err := partitions(ctx, client, topic)
+	if err != nil {
+		return nil, err
+	}
+	reqs := make([]kafka.OffsetRequest, len(parts))
+	for i, p := range parts {
+		reqs[i] = kafka.LastOffsetOf(p)
+	}
+	offs, err := client.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{topic: reqs}})
+	if err != nil {
+		return nil, fmt.Errorf("end offsets %s: %w", topic, err)
+	}
+	out := make(map[int]int64, len(parts))
+	for _, po := range offs.Topics[topic] {
+		if po.Error != nil {
+			return nil, fmt.Errorf("end offsets %s partition %d: %w", topic, po.Partition, po.Error)
+		}
+		out[po.Partition] = po.LastOffset
+	}
+	return out, nil
+}
+
+// CommittedOffsets returns the offsets group has committed on every partition of topic; a
+// partition without a commit is absent.
+func CommittedOffsets(ctx context.Context, brokers []string, group, topic string) (map[int]int64, error) {
+	client := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second}
+	parts, err := partitions(ctx, client, topic)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := client.OffsetFetch(ctx, &kafka.OffsetFetchRequest{GroupID: group, Topics: map[string][]int{topic: parts}})
+	if err != nil {
+		return nil, fmt.Errorf("committed offsets %s: %w", group, err)
+	}
+	if resp.Error != nil {
+		return nil, fmt.Errorf("committed offsets %s: %w", group, resp.Error)
+	}
+	out := map[int]int64{}
+	for _, c := range resp.Topics[topic] {
+		if c.Error != nil {
+			return nil, fmt.Errorf("committed offsets %s partition %d: %w", group, c.Partition, c.Error)
+		}
+		if c.CommittedOffset >= 0 {
+			out[c.Partition] = c.CommittedOffset
+		}
+	}
+	return out, nil
+}
+
+func partitions(ctx context.Context, client *kafka.Client, topic string) ([]int, error) {
+	meta, err := client.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
+	if err != nil {
+		return nil, fmt.Errorf("metadata %s: %w", topic, err)
+	}
+	if len(meta.Topics) != 1 || meta.Topics[0].Error != nil {
+		return nil, fmt.Errorf("topic %s not found", topic)
+	}
+	parts := make([]int, len(meta.Topics[0].Partitions))
+	for i, p := range meta.Topics[0].Partitions {
+		parts[i] = p.ID
+	}
+	return parts, nil
+}
+
+// RollupsTopic is the compacted topic of monthly rollups, keyed tenant/month.
+const RollupsTopic = "mau.rollups.v1"
+
+// RollupSchema is the schema header value of rollup messages (JSON).
+const RollupSchema = "maumeter.rollup.v1"
+
+// JSONPublisher writes JSON values to a topic, acknowledged by all in-sync replicas. It is safe
+// for concurrent use; Close it when done.
+type JSONPublisher struct {
+	w      *kafka.Writer
+	schema string
+}
+
+// NewJSONPublisher returns a publisher for topic whose messages carry the schema header.
+func NewJSONPublisher(brokers []string, topic, schema string) *JSONPublisher {
+	return &JSONPublisher{schema: schema, w: &kafka.Writer{
+		Addr: kafka.TCP(brokers...), Topic: topic, Balancer: &kafka.Hash{}, RequiredAcks: kafka.RequireAll,
+		BatchTimeout: time.Millisecond, WriteTimeout: 10 * time.Second, MaxAttempts: 5,
+	}}
+}
+
+// Publish writes v as JSON under key.
+func (p *JSONPublisher) Publish(ctx context.Context, key string, v any) error {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("publish %s: %w", key, err)
+	}
+	err = p.w.WriteMessages(ctx, kafka.Message{Key: []byte(key), Value: data,
+		Headers: []kafka.Header{{Key: "schema", Value: []byte(p.schema)}}})
+	if err != nil {
+		return fmt.Errorf("%w: publish %s: %w", ErrUnavailable, key, err)
+	}
+	return nil
+}
+
+// Close flushes and closes the publisher.
+func (p *JSONPublisher) Close() error { return p.w.Close() }

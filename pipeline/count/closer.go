@@ -1,0 +1,335 @@
+package count
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/maumeter/maumeter/pipeline/bus"
+	"github.com/maumeter/maumeter/pipeline/chstore"
+	"github.com/maumeter/maumeter/pkg/calendar"
+	"github.com/maumeter/maumeter/pkg/sketch"
+	"github.com/maumeter/maumeter/pkg/tenant"
+)
+
+// ErrNotCaughtUp is returned by Close while the counters have not consumed every partition up
+// to the close watermark yet.
+var ErrNotCaughtUp = errors.New("counters have not consumed up to the close watermark yet")
+
+// ErrMonthNotOver is returned by Close for a month that has not ended in the tenant's zone.
+var ErrMonthNotOver = errors.New("month has not ended in the tenant's time zone")
+
+// CloseConfig says when months close.
+type CloseConfig struct {
+	Grace         time.Duration // after the end of the month in the tenant's zone (default 72h)
+	CheckInterval time.Duration // how often the closer looks (default 10s)
+	// AutoWindow bounds automatic closes: a month whose close time is older than this is a
+	// backfill and closes only when an import finishes or an operator runs `maumeter close`
+	// (default 35 days, the ingest window). Restatements are automatic within it too.
+	AutoWindow   time.Duration
+	RollupsTopic string // compacted topic the rollups are published to (default mau.rollups.v1)
+}
+
+func (c *CloseConfig) validate() error {
+	if c.Grace < 0 {
+		return fmt.Errorf("%w: close grace %s is negative", ErrConfig, c.Grace)
+	}
+	if c.Grace == 0 {
+		c.Grace = 72 * time.Hour
+	}
+	if c.CheckInterval <= 0 {
+		c.CheckInterval = 10 * time.Second
+	}
+	if c.AutoWindow <= 0 {
+		c.AutoWindow = 35 * 24 * time.Hour
+	}
+	if c.RollupsTopic == "" {
+		c.RollupsTopic = bus.RollupsTopic
+	}
+	return nil
+}
+
+// Closer closes tenant-months and restates closed ones. One closer at a time runs the automatic
+// loop: the counter that owns partition 0. Close may also be called by commands (import,
+// `maumeter close`). It is safe for concurrent use.
+type Closer struct {
+	cfg     CloseConfig
+	brokers []string
+	topic   string
+	group   string
+	catalog *tenant.Catalog
+	store   *chstore.Store
+	now     func() time.Time
+	log     *slog.Logger
+
+	mu         sync.Mutex
+	watermarks map[tenantMonth]map[int]int64
+
+	rollups       *prometheus.CounterVec
+	disagreements prometheus.Counter
+	mismatches    prometheus.Counter
+}
+
+// NewCloser returns a closer. brokers, topic and group are the events topic and the counters'
+// group whose progress a close waits for.
+func NewCloser(cfg CloseConfig, brokers []string, topic, group string, catalog *tenant.Catalog, store *chstore.Store, now func() time.Time, log *slog.Logger, reg prometheus.Registerer) (*Closer, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	c := &Closer{
+		cfg: cfg, brokers: brokers, topic: topic, group: group, catalog: catalog, store: store, now: now,
+		log: log.With("component", "closer"), watermarks: map[tenantMonth]map[int]int64{},
+		rollups:       prometheus.NewCounterVec(prometheus.CounterOpts{Name: "maumeter_close_rollups_total", Help: "Monthly rollups written, by kind (close, restatement)."}, []string{"kind"}),
+		disagreements: prometheus.NewCounter(prometheus.CounterOpts{Name: "maumeter_close_hll_disagreements_total", Help: "Rollups whose HLL estimate is off the exact MAU by more than 3 standard errors."}),
+		mismatches:    prometheus.NewCounter(prometheus.CounterOpts{Name: "maumeter_close_memory_mismatches_total", Help: "Closes whose in-memory sum differs from the exact MAU in ClickHouse."}),
+	}
+	for _, col := range []prometheus.Collector{c.rollups, c.disagreements, c.mismatches} {
+		if err := reg.Register(col); err != nil {
+			return nil, fmt.Errorf("close metrics: %w", err)
+		}
+	}
+	return c, nil
+}
+
+// CloseAt is when a tenant-month may close: the end of the month in the tenant's zone plus the
+// grace period.
+func (c *Closer) CloseAt(t *tenant.Tenant, month calendar.Month) time.Time {
+	return month.End(t.Location()).Add(c.cfg.Grace)
+}
+
+// Run closes and restates months every CheckInterval until ctx ends. It first republishes the
+// rollups of the window, so a rollup whose publication was interrupted reaches the rater.
+func (c *Closer) Run(ctx context.Context) {
+	pub := bus.NewJSONPublisher(c.brokers, c.cfg.RollupsTopic, bus.RollupSchema)
+	defer pub.Close()
+	c.log.Info("closer started", "grace", c.cfg.Grace, "interval", c.cfg.CheckInterval)
+	republished := false
+	t := time.NewTicker(c.cfg.CheckInterval)
+	defer t.Stop()
+	for {
+		if !republished {
+			republished = c.republish(ctx, pub) == nil
+		}
+		if err := c.check(ctx, pub); err != nil && ctx.Err() == nil {
+			c.log.Warn("close check", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (c *Closer) republish(ctx context.Context, pub *bus.JSONPublisher) error {
+	latest, err := c.store.LatestRollups(ctx)
+	if err != nil {
+		return err
+	}
+	for _, r := range latest {
+		if r.ClosedAt.After(c.now().Add(-c.cfg.AutoWindow)) {
+			if err := pub.Publish(ctx, r.TenantID+"/"+r.Month, r); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// check closes the months whose time has come and restates closed months with new devices.
+func (c *Closer) check(ctx context.Context, pub *bus.JSONPublisher) error {
+	now := c.now()
+	latest, err := c.store.LatestRollups(ctx)
+	if err != nil {
+		return err
+	}
+	// Months older than this cannot close automatically any more (see AutoWindow).
+	from := calendar.MonthOf(now.Add(-c.cfg.AutoWindow-c.cfg.Grace), time.UTC).Prev().Prev()
+	months, err := c.store.MonthsWithDevices(ctx, from.String())
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for tm, through := range months {
+		t, ok := c.catalog.Tenant(tm.TenantID)
+		if !ok {
+			continue
+		}
+		m, err := calendar.ParseMonth(tm.Month)
+		if err != nil {
+			continue
+		}
+		closeAt := c.CloseAt(t, m)
+		if now.Before(closeAt) || closeAt.Before(now.Add(-c.cfg.AutoWindow)) {
+			continue
+		}
+		prev := latest[tm]
+		if prev != nil && !through.After(prev.DevicesThrough) {
+			continue // closed, nothing new
+		}
+		if _, err := c.close(ctx, tm, prev, pub); err != nil && !errors.Is(err, ErrNotCaughtUp) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Close closes tenant-month tm now (or restates it when it is closed and has new devices),
+// waiting until the counters have consumed every partition up to the offsets Kafka holds when
+// it starts, or until ctx ends. It returns the rollup written, or nil when the month was closed
+// and nothing changed. The month must have ended in the tenant's zone; the grace period is the
+// caller's decision.
+func (c *Closer) Close(ctx context.Context, tm tenantMonth) (*chstore.Rollup, error) {
+	t, ok := c.catalog.Tenant(tm.TenantID)
+	if !ok {
+		return nil, fmt.Errorf("close %s %s: tenant not in the catalogue", tm.TenantID, tm.Month)
+	}
+	m, err := calendar.ParseMonth(tm.Month)
+	if err != nil {
+		return nil, fmt.Errorf("close %s: %w", tm.TenantID, err)
+	}
+	if c.now().Before(m.End(t.Location())) {
+		return nil, fmt.Errorf("close %s %s: %w (ends %s)", tm.TenantID, tm.Month, ErrMonthNotOver, m.End(t.Location()).Format(time.RFC3339))
+	}
+	pub := bus.NewJSONPublisher(c.brokers, c.cfg.RollupsTopic, bus.RollupSchema)
+	defer pub.Close()
+	for {
+		latest, err := c.store.LatestRollups(ctx)
+		if err != nil {
+			return nil, err
+		}
+		prev := latest[tm]
+		if prev != nil {
+			facts, err := c.store.Facts(ctx, tm)
+			if err != nil {
+				return nil, err
+			}
+			if !facts.DevicesThrough.After(prev.DevicesThrough) {
+				return nil, nil
+			}
+		}
+		r, err := c.close(ctx, tm, prev, pub)
+		if !errors.Is(err, ErrNotCaughtUp) {
+			return r, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("close %s %s: %w", tm.TenantID, tm.Month, err)
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+// close writes the next rollup version of tm once the counters have caught up with its
+// watermark, and publishes it.
+func (c *Closer) close(ctx context.Context, tm tenantMonth, prev *chstore.Rollup, pub *bus.JSONPublisher) (*chstore.Rollup, error) {
+	wm, err := c.watermark(ctx, tm)
+	if err != nil {
+		return nil, err
+	}
+	committed, err := bus.CommittedOffsets(ctx, c.brokers, c.group, c.topic)
+	if err != nil {
+		return nil, err
+	}
+	for p, end := range wm {
+		if end > 0 && committed[p] < end {
+			return nil, ErrNotCaughtUp
+		}
+	}
+	facts, err := c.store.Facts(ctx, tm)
+	if err != nil {
+		return nil, err
+	}
+	parts, err := c.store.LatestPartitionRollups(ctx, -1, &tm)
+	if err != nil {
+		return nil, err
+	}
+	merged := sketch.NewMonth()
+	var memory uint64
+	for _, pr := range parts {
+		memory += pr.ExactDevices
+		sk := sketch.NewMonth()
+		if err := sk.UnmarshalBinary(pr.Sketches); err != nil {
+			c.log.Warn("unreadable partition sketches left out of the cross-check", "tenant", tm.TenantID, "month", tm.Month, "partition", pr.Partition, "err", err)
+			continue
+		}
+		if err := merged.Merge(sk); err != nil {
+			return nil, fmt.Errorf("merge sketches %s %s: %w", tm.TenantID, tm.Month, err)
+		}
+	}
+	r := &chstore.Rollup{
+		TenantID: tm.TenantID, Month: tm.Month, Version: 1, Kind: "close",
+		MAU: facts.MAU, MAUMemory: memory, MAUByApp: facts.ByApp,
+		DevicesThrough: facts.DevicesThrough, ClosedAt: c.now(), Watermark: map[int32]int64{},
+	}
+	for p, o := range wm {
+		r.Watermark[int32(p)] = o
+	}
+	if prev != nil {
+		// A restatement: the in-memory sets of the month are gone, so the in-memory figure is
+		// the exact one, and the sketches are the previous version's with whatever partitions
+		// still hold merged in.
+		r.Version, r.Kind, r.MAUMemory = prev.Version+1, "restatement", facts.MAU
+		old, err := c.store.RollupSketches(ctx, tm, prev.Version)
+		if err != nil {
+			return nil, err
+		}
+		sk := sketch.NewMonth()
+		if err := sk.UnmarshalBinary(old); err == nil {
+			if err := merged.Merge(sk); err != nil {
+				return nil, fmt.Errorf("merge sketches %s %s: %w", tm.TenantID, tm.Month, err)
+			}
+		}
+	}
+	r.HLLEstimate, r.HLLRelativeError, r.DAU = merged.Estimate(), merged.RelativeError(), merged.Days()
+	if r.Sketches, err = merged.MarshalBinary(); err != nil {
+		return nil, fmt.Errorf("marshal sketches %s %s: %w", tm.TenantID, tm.Month, err)
+	}
+	if bound := 3*r.HLLRelativeError*float64(r.MAU) + 3; math.Abs(float64(r.HLLEstimate)-float64(r.MAU)) > bound {
+		c.disagreements.Inc()
+		c.log.Warn("HLL estimate disagrees with the exact MAU beyond 3 standard errors", "tenant", tm.TenantID, "month", tm.Month,
+			"mau", r.MAU, "hll_estimate", r.HLLEstimate, "bound", int64(bound))
+	}
+	if r.Kind == "close" && r.MAUMemory != r.MAU {
+		c.mismatches.Inc()
+		c.log.Warn("in-memory sum differs from the exact MAU", "tenant", tm.TenantID, "month", tm.Month, "mau", r.MAU, "mau_memory", r.MAUMemory)
+	}
+	if err := c.store.InsertRollup(ctx, r); err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	delete(c.watermarks, tm)
+	c.mu.Unlock()
+	c.rollups.WithLabelValues(r.Kind).Inc()
+	c.log.Info("rollup written", "tenant", tm.TenantID, "month", tm.Month, "version", r.Version, "kind", r.Kind,
+		"mau", r.MAU, "mau_memory", r.MAUMemory, "hll_estimate", r.HLLEstimate)
+	if err := pub.Publish(ctx, tm.TenantID+"/"+tm.Month, r); err != nil {
+		// Stored, not yet published: the closer republishes the window when it (re)starts.
+		c.log.Warn("publish rollup; it is republished when the closer restarts", "tenant", tm.TenantID, "month", tm.Month, "err", err)
+	}
+	return r, nil
+}
+
+// watermark is the end offsets of the events topic when the close of tm began.
+func (c *Closer) watermark(ctx context.Context, tm tenantMonth) (map[int]int64, error) {
+	c.mu.Lock()
+	wm := c.watermarks[tm]
+	c.mu.Unlock()
+	if wm != nil {
+		return wm, nil
+	}
+	wm, err := bus.EndOffsets(ctx, c.brokers, c.topic)
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	c.watermarks[tm] = wm
+	c.mu.Unlock()
+	return wm, nil
+}
