@@ -31,7 +31,7 @@ func TestKeysCommand(t *testing.T) {
 		t.Fatal(err)
 	}
 	list := runOnce(t, ctx, env, "keys", "list")
-	secret := func(k string) string { return k[strings.LastIndexByte(k, '_')+1:] }
+	secret := func(k string) string { return k[len("mmk_")+16+1:] } // mmk_<16 hex id>_<secret>
 	for _, want := range []string{"t-newyork", "t-shanghai", "sh-qa,sh-lite", "QA build"} {
 		if !strings.Contains(list, want) {
 			t.Errorf("keys list lacks %q:\n%s", want, list)

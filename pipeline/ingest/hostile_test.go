@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/http/httputil"
 	"strings"
 	"sync"
 	"testing"
@@ -112,25 +113,15 @@ func hostileBodies() []struct {
 func TestMalformedInputNeverCrashesOrStalls(t *testing.T) {
 	h, rec, keys, _ := recordingHandler(t, Config{}, nil)
 	url := serve(t, h, api.Timeouts{ReadHeader: 2 * time.Second, Read: 10 * time.Second})
-	client := &http.Client{Timeout: 15 * time.Second}
+	addr := strings.TrimSuffix(strings.TrimPrefix(url, "http://"), "/v1/events")
 	do := func(body []byte, gzipped, chunked bool) (int, []byte, time.Duration, error) {
-		var r io.Reader = bytes.NewReader(body)
-		if chunked {
-			r = io.MultiReader(r) // hides the length: Transfer-Encoding: chunked
-		}
-		req, _ := http.NewRequest(http.MethodPost, url, r)
-		req.Header.Set("Authorization", "Bearer "+keys.acme)
+		header := http.Header{"Authorization": {"Bearer " + keys.acme}}
 		if gzipped {
-			req.Header.Set("Content-Encoding", "gzip")
+			header.Set("Content-Encoding", "gzip")
 		}
 		start := time.Now()
-		resp, err := client.Do(req)
-		if err != nil {
-			return 0, nil, time.Since(start), err
-		}
-		data, err := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		return resp.StatusCode, data, time.Since(start), err
+		code, data, err := rawPost(addr, header, body, chunked)
+		return code, data, time.Since(start), err
 	}
 	var wg sync.WaitGroup
 	for _, c := range hostileBodies() {
@@ -166,7 +157,7 @@ func TestMalformedInputNeverCrashesOrStalls(t *testing.T) {
 	wg.Wait()
 	start := time.Now()
 	code, data, _, err := do([]byte(ev("acme", "acme-super", "after")), false, false)
-	if err != nil || code != 200 || !bytes.Contains(data, []byte(`"accepted":1`)) || time.Since(start) > time.Second {
+	if err != nil || code != 200 || !bytes.Contains(data, []byte(`"accepted":1`)) || time.Since(start) > 2*time.Second {
 		t.Fatalf("good request after the hostile ones: %d %s %v in %s", code, data, err, time.Since(start))
 	}
 	rec.mu.Lock()
@@ -181,6 +172,48 @@ func TestMalformedInputNeverCrashesOrStalls(t *testing.T) {
 		}
 	}
 	t.Logf("%d hostile bodies ×3 answered; %d valid events among them produced", len(hostileBodies()), len(rec.events))
+}
+
+// rawPost sends a request as a client that writes its whole body whatever happens, and reads
+// the answer meanwhile: a gateway may answer (413) before the body is sent, and an http.Client
+// then sometimes reports its broken pipe instead of the answer.
+func rawPost(addr string, header http.Header, body []byte, chunked bool) (int, []byte, error) {
+	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(15 * time.Second))
+	var head bytes.Buffer
+	head.WriteString("POST /v1/events HTTP/1.1\r\nHost: gateway\r\n")
+	header.Write(&head)
+	if chunked {
+		head.WriteString("Transfer-Encoding: chunked\r\n\r\n")
+	} else {
+		fmt.Fprintf(&head, "Content-Length: %d\r\n\r\n", len(body))
+	}
+	go func() {
+		w := bufio.NewWriter(conn)
+		w.Write(head.Bytes())
+		if chunked {
+			cw := httputil.NewChunkedWriter(w)
+			for b := body; len(b) > 0; b = b[min(len(b), 32<<10):] {
+				cw.Write(b[:min(len(b), 32<<10)])
+			}
+			cw.Close()
+			w.WriteString("\r\n")
+		} else {
+			w.Write(body)
+		}
+		w.Flush()
+	}()
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		return 0, nil, err
+	}
+	data, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode, data, err
 }
 
 // TestSlowClientsCannotHoldTheGateway: a client that sends its headers or its body too slowly
