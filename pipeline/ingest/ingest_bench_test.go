@@ -20,9 +20,13 @@ import (
 	"github.com/maumeter/maumeter/pkg/event"
 )
 
-// benchClients is how many requests (or produce calls) are in flight at once, as many SDKs
-// would keep one gateway busy.
-const benchClients = 16
+// benchInFlight are the numbers of requests (or produce calls) kept in flight at once, as many
+// SDKs keep one gateway busy: with acks=all every request waits a Kafka round trip, so a
+// gateway's throughput grows with them until a core is saturated.
+var benchInFlight = []int{16, 64}
+
+// benchWarmUp is how many writers warm the broker up.
+const benchWarmUp = 16
 
 // benchBrokers is the real Kafka of `make bench`: figures against an in-process broker would
 // say nothing about production.
@@ -40,15 +44,15 @@ func benchEvent(guid int, ts string) string {
 		guid, guid, guid%500, ts)
 }
 
-// runParallel runs n operations over benchClients goroutines and reports events/s.
-func runParallel(b *testing.B, eventsPerOp int, op func(i int) error) {
+// runParallel runs b.N operations over inFlight goroutines and reports events/s.
+func runParallel(b *testing.B, inFlight, eventsPerOp int, op func(i int) error) {
 	b.Helper()
 	var next atomic.Int64
 	var failed atomic.Value
 	var wg sync.WaitGroup
 	b.ResetTimer()
 	start := time.Now()
-	for range benchClients {
+	for range inFlight {
 		wg.Go(func() {
 			for {
 				i := int(next.Add(1) - 1)
@@ -99,7 +103,7 @@ func fixture(b *testing.B) *benchFixture {
 		batch := benchEvents(0, 1000, time.Now())
 		var wg sync.WaitGroup
 		deadline := time.Now().Add(3 * time.Second)
-		for range benchClients {
+		for range benchWarmUp {
 			wg.Go(func() {
 				for time.Now().Before(deadline) && benchErr == nil {
 					if err := bench.producer.Produce(ctx, batch); err != nil {
@@ -132,62 +136,68 @@ func benchEvents(from, n int, now time.Time) []event.Event {
 
 // BenchmarkGateway is what one gateway accepts: HTTP requests of NDJSON batches with a key,
 // over loopback, through authentication, validation and the producer, to the real Kafka
-// (acks=all), 16 requests in flight.
+// (acks=all), 16 or 64 requests in flight.
 func BenchmarkGateway(b *testing.B) {
 	for _, batch := range []int{100, 1000} {
-		b.Run(fmt.Sprintf("batch=%d", batch), func(b *testing.B) {
-			fx := fixture(b)
-			cat, keys := testCatalog(b)
-			h, err := New(Config{}, cat, fx.producer, nil, time.Now, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
-			if err != nil {
-				b.Fatal(err)
-			}
-			url := serve(b, h, api.Timeouts{})
-			ts := time.Now().Add(-time.Minute).UTC().Format(time.RFC3339Nano)
-			bodies := make([][]byte, 64)
-			for i := range bodies {
-				var buf bytes.Buffer
-				for j := range batch {
-					buf.WriteString(benchEvent(i*batch+j, ts))
-					buf.WriteByte('\n')
-				}
-				bodies[i] = buf.Bytes()
-			}
-			client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: benchClients}}
-			want := fmt.Appendf(nil, `{"accepted":%d,"rejected":[]}`, batch)
-			b.SetBytes(int64(len(bodies[0])))
-			runParallel(b, batch, func(i int) error {
-				req, _ := http.NewRequest(http.MethodPost, url, bytes.NewReader(bodies[i%len(bodies)]))
-				req.Header.Set("Authorization", "Bearer "+keys.acme)
-				req.Header.Set("Content-Type", "application/x-ndjson")
-				resp, err := client.Do(req)
-				if err != nil {
-					return err
-				}
-				data, _ := io.ReadAll(resp.Body)
-				resp.Body.Close()
-				if resp.StatusCode != http.StatusOK || !bytes.HasPrefix(data, want) {
-					return fmt.Errorf("%s: %s", resp.Status, data)
-				}
-				return nil
-			})
-		})
+		for _, inFlight := range benchInFlight {
+			b.Run(fmt.Sprintf("batch=%d/inflight=%d", batch, inFlight), func(b *testing.B) { benchGateway(b, batch, inFlight) })
+		}
 	}
 }
 
+func benchGateway(b *testing.B, batch, inFlight int) {
+	fx := fixture(b)
+	cat, keys := testCatalog(b)
+	h, err := New(Config{}, cat, fx.producer, nil, time.Now, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+	if err != nil {
+		b.Fatal(err)
+	}
+	url := serve(b, h, api.Timeouts{})
+	ts := time.Now().Add(-time.Minute).UTC().Format(time.RFC3339Nano)
+	bodies := make([][]byte, 64)
+	for i := range bodies {
+		var buf bytes.Buffer
+		for j := range batch {
+			buf.WriteString(benchEvent(i*batch+j, ts))
+			buf.WriteByte('\n')
+		}
+		bodies[i] = buf.Bytes()
+	}
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: inFlight}}
+	want := fmt.Appendf(nil, `{"accepted":%d,"rejected":[]}`, batch)
+	b.SetBytes(int64(len(bodies[0])))
+	runParallel(b, inFlight, batch, func(i int) error {
+		req, _ := http.NewRequest(http.MethodPost, url, bytes.NewReader(bodies[i%len(bodies)]))
+		req.Header.Set("Authorization", "Bearer "+keys.acme)
+		req.Header.Set("Content-Type", "application/x-ndjson")
+		resp, err := client.Do(req)
+		if err != nil {
+			return err
+		}
+		data, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || !bytes.HasPrefix(data, want) {
+			return fmt.Errorf("%s: %s", resp.Status, data)
+		}
+		return nil
+	})
+}
+
 // BenchmarkProducer is the ceiling of BenchmarkGateway: the bare producer writing validated
-// events to the same Kafka, 16 calls in flight, no HTTP, JSON or validation.
+// events to the same Kafka, 16 or 64 calls in flight, no HTTP, JSON or validation.
 func BenchmarkProducer(b *testing.B) {
 	for _, batch := range []int{100, 1000} {
-		b.Run(fmt.Sprintf("batch=%d", batch), func(b *testing.B) {
-			fx := fixture(b)
-			batches := make([][]event.Event, 64)
-			for i := range batches {
-				batches[i] = benchEvents(i*batch, batch, time.Now())
-			}
-			runParallel(b, batch, func(i int) error {
-				return fx.producer.Produce(b.Context(), batches[i%len(batches)])
+		for _, inFlight := range benchInFlight {
+			b.Run(fmt.Sprintf("batch=%d/inflight=%d", batch, inFlight), func(b *testing.B) {
+				fx := fixture(b)
+				batches := make([][]event.Event, 64)
+				for i := range batches {
+					batches[i] = benchEvents(i*batch, batch, time.Now())
+				}
+				runParallel(b, inFlight, batch, func(i int) error {
+					return fx.producer.Produce(b.Context(), batches[i%len(batches)])
+				})
 			})
-		})
+		}
 	}
 }
