@@ -480,6 +480,31 @@ func TestTwoCounters(t *testing.T) {
 	// others from their partition rollups.
 	p.countURL = "http://" + secondAddr
 	p.check(t, tr)
+	// Its answer carries the merged sketches of all partitions: an estimate within 3 standard
+	// errors and per-app figures.
+	for tenant, months := range tr.truth {
+		for month, set := range months {
+			resp, err := http.Get(fmt.Sprintf("%s/v1/tenants/%s/mau?month=%s", p.countURL, tenant, month))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var body struct {
+				MAU         float64            `json:"mau"`
+				HLLEstimate float64            `json:"hll_estimate"`
+				RelErr      float64            `json:"hll_relative_error"`
+				ByApp       map[string]float64 `json:"by_app"`
+				Closed      bool               `json:"closed"`
+			}
+			err = json.NewDecoder(resp.Body).Decode(&body)
+			resp.Body.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d := body.HLLEstimate - float64(len(set)); d*d > (3*body.RelErr*float64(len(set))+3)*(3*body.RelErr*float64(len(set))+3) || len(body.ByApp) == 0 {
+				t.Errorf("%s %s: hll_estimate %.0f (±%.4f) by_app %v for MAU %d", tenant, month, body.HLLEstimate, body.RelErr, body.ByApp, len(set))
+			}
+		}
+	}
 }
 
 // assignedPartitions reads maumeter_count_assigned_partitions from a counter's /metrics.

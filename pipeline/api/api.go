@@ -55,14 +55,34 @@ func New(cfg Config) http.Handler {
 	return mux
 }
 
+// MAUDetailer is a MAUReader that also gives the cross-checks of its answer (the counter).
+type MAUDetailer interface {
+	MAUDetail(ctx context.Context, tenant, month string) (uint64, MAUDetail, error)
+}
+
+// MAUDetail is what a counter adds to a MAU read.
+type MAUDetail struct {
+	Source           string
+	Closed           bool
+	RollupVersion    uint32
+	HLLEstimate      uint64
+	HLLRelativeError float64
+	ByApp            map[string]uint64 // estimates for an open month, exact from the rollup for a closed one
+}
+
 // MAUResponse is the body of GET /v1/tenants/{tenant}/mau.
 type MAUResponse struct {
-	TenantID string    `json:"tenant_id"`
-	Month    string    `json:"month"`
-	TimeZone string    `json:"time_zone"`
-	MAU      uint64    `json:"mau"`
-	Source   string    `json:"source"`
-	AsOf     time.Time `json:"as_of"`
+	TenantID         string            `json:"tenant_id"`
+	Month            string            `json:"month"`
+	TimeZone         string            `json:"time_zone"`
+	MAU              uint64            `json:"mau"`
+	Source           string            `json:"source"`
+	AsOf             time.Time         `json:"as_of"`
+	Closed           bool              `json:"closed"`
+	RollupVersion    uint32            `json:"rollup_version,omitempty"`
+	HLLEstimate      uint64            `json:"hll_estimate,omitempty"`
+	HLLRelativeError float64           `json:"hll_relative_error,omitempty"`
+	ByApp            map[string]uint64 `json:"by_app,omitempty"`
 }
 
 func (cfg Config) mau(w http.ResponseWriter, r *http.Request) {
@@ -82,7 +102,14 @@ func (cfg Config) mau(w http.ResponseWriter, r *http.Request) {
 		}
 		month = m
 	}
-	n, err := cfg.MAU.MAU(r.Context(), id, month.String())
+	var n uint64
+	var err error
+	d := MAUDetail{Source: "clickhouse mau_devices (uniqExact)"}
+	if dr, ok := cfg.MAU.(MAUDetailer); ok {
+		n, d, err = dr.MAUDetail(r.Context(), id, month.String())
+	} else {
+		n, err = cfg.MAU.MAU(r.Context(), id, month.String())
+	}
 	if err != nil {
 		cfg.Log.Warn("mau query", "tenant", id, "month", month, "err", err)
 		writeError(w, http.StatusServiceUnavailable, "MAU store unavailable; retry later")
@@ -90,7 +117,8 @@ func (cfg Config) mau(w http.ResponseWriter, r *http.Request) {
 	}
 	writeJSON(w, http.StatusOK, MAUResponse{
 		TenantID: id, Month: month.String(), TimeZone: t.Location().String(), MAU: n,
-		Source: "clickhouse mau_devices (uniqExact)", AsOf: now.UTC(),
+		Source: d.Source, AsOf: now.UTC(), Closed: d.Closed, RollupVersion: d.RollupVersion,
+		HLLEstimate: d.HLLEstimate, HLLRelativeError: d.HLLRelativeError, ByApp: d.ByApp,
 	})
 }
 

@@ -252,23 +252,3 @@ func (s *Store) KnownDevices(ctx context.Context, tm TenantMonth, keys []event.D
 	}
 	return out, nil
 }
-
-// PartitionCounts returns the exact-set size of tm in the newest rollup of every partition.
-func (s *Store) PartitionCounts(ctx context.Context, tm TenantMonth) (map[int32]uint64, error) {
-	rows, err := s.conn.Query(ctx, `SELECT kafka_partition, argMax(exact_devices, version) FROM mau_partition_rollups
-		WHERE tenant_id = ? AND month = ? GROUP BY kafka_partition`, tm.TenantID, tm.Month)
-	if err != nil {
-		return nil, fmt.Errorf("partition counts %s %s: %w", tm.TenantID, tm.Month, err)
-	}
-	defer rows.Close()
-	out := map[int32]uint64{}
-	for rows.Next() {
-		var p uint32
-		var n uint64
-		if err := rows.Scan(&p, &n); err != nil {
-			return nil, fmt.Errorf("partition counts: scan: %w", err)
-		}
-		out[int32(p)] = n
-	}
-	return out, rows.Err()
-}

@@ -176,6 +176,10 @@ func TestMonthCloseAndRestatement(t *testing.T) {
 		}
 	}
 
+	if n, d, err := c.MAUDetail(ctx, "acme", "2026-11"); err != nil || n != 50 || d.Closed || d.HLLEstimate < 48 || d.HLLEstimate > 52 || d.ByApp["acme-app"] < 48 {
+		t.Errorf("MAUDetail November = %d %+v %v; want 50, open, HLL and acme-app about 50", n, d, err)
+	}
+
 	// One second before the grace ends: nothing closes.
 	r.clock.set(endOct.Add(72*time.Hour - time.Second))
 	time.Sleep(time.Second)
@@ -221,6 +225,10 @@ func TestMonthCloseAndRestatement(t *testing.T) {
 	if got, err := c.MAU(ctx, "acme", "2026-10"); err != nil || got != 301 {
 		waitFor(t, "MAU 301 from the API", func() bool { got, err = c.MAU(ctx, "acme", "2026-10"); return got == 301 })
 	}
+	waitFor(t, "the API to see version 2", func() bool {
+		_, d, err := c.MAUDetail(ctx, "acme", "2026-10")
+		return err == nil && d.Closed && d.RollupVersion == 2 && d.ByApp["acme-app"] == 301
+	})
 	time.Sleep(500 * time.Millisecond)
 	if latest, _ := r.store.LatestRollups(ctx); latest[tenantMonth{TenantID: "acme", Month: "2026-10"}].Version != 2 {
 		t.Errorf("more versions without new devices: %+v", latest[tenantMonth{TenantID: "acme", Month: "2026-10"}])

@@ -28,6 +28,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
 
+	"github.com/maumeter/maumeter/pipeline/api"
 	"github.com/maumeter/maumeter/pipeline/chstore"
 	"github.com/maumeter/maumeter/pkg/event"
 	"github.com/maumeter/maumeter/pkg/sketch"
@@ -542,15 +543,26 @@ func (c *Counter) rebuild(ctx context.Context, p *partitionState) error {
 	})
 }
 
-// MAU is the exact MAU of a tenant-month as this counter knows it now. An open month is summed
-// over partitions: those this process owns from memory (fresher than ClickHouse by up to a
-// flush), the others from their newest partition rollup; no scan of mau_devices. A closed
-// month's sets are gone: it answers uniqExact over its rows in mau_devices, which includes late
-// devices a restatement has not picked up yet (the rollups hold the billed versions).
+// MAU is the exact MAU of a tenant-month as this counter knows it now (see MAUDetail).
 func (c *Counter) MAU(ctx context.Context, tenantID, month string) (uint64, error) {
+	n, _, err := c.MAUDetail(ctx, tenantID, month)
+	return n, err
+}
+
+// MAUDetail is the exact MAU of a tenant-month with its cross-checks. An open month is summed
+// over partitions, with their sketches merged: those this process owns from memory (up to the
+// second), the others from their newest partition rollup (at most one checkpoint behind); no
+// scan of mau_devices. A closed month's sets are gone: it answers uniqExact over its rows in
+// mau_devices, which includes late devices a restatement has not picked up yet, with the
+// figures of its current rollup (the billed version).
+func (c *Counter) MAUDetail(ctx context.Context, tenantID, month string) (uint64, api.MAUDetail, error) {
 	tm := tenantMonth{TenantID: tenantID, Month: month}
-	if c.isClosed(tm) {
-		return c.store.MAU(ctx, tenantID, month)
+	if r := (*c.closed.Load())[tm]; r != nil {
+		n, err := c.store.MAU(ctx, tenantID, month)
+		return n, api.MAUDetail{
+			Source: fmt.Sprintf("clickhouse mau_devices (uniqExact); month closed, current rollup version %d", r.Version),
+			Closed: true, RollupVersion: r.Version, HLLEstimate: r.HLLEstimate, HLLRelativeError: r.HLLRelativeError, ByApp: r.MAUByApp,
+		}, err
 	}
 	c.mu.Lock()
 	owned := make([]*partitionState, 0, len(c.owned))
@@ -558,26 +570,44 @@ func (c *Counter) MAU(ctx context.Context, tenantID, month string) (uint64, erro
 		owned = append(owned, p)
 	}
 	c.mu.Unlock()
+	merged := sketch.NewMonth()
 	local := map[int32]bool{}
 	var total uint64
+	var err error
 	for _, p := range owned {
 		p.mu.Lock()
 		if p.ready {
 			local[p.id] = true
 			if m := p.months[tm]; m != nil {
 				total += uint64(m.set.Len())
+				err = errors.Join(err, merged.Merge(m.sk))
 			}
 		}
 		p.mu.Unlock()
 	}
-	counts, err := c.store.PartitionCounts(ctx, tm)
 	if err != nil {
-		return 0, err
+		return 0, api.MAUDetail{}, fmt.Errorf("merge sketches: %w", err)
 	}
-	for p, n := range counts {
-		if !local[p] {
-			total += n
+	rollups, err := c.store.LatestPartitionRollups(ctx, -1, &tm)
+	if err != nil {
+		return 0, api.MAUDetail{}, err
+	}
+	for _, r := range rollups {
+		if local[r.Partition] {
+			continue
+		}
+		total += r.ExactDevices
+		sk := sketch.NewMonth()
+		if err := sk.UnmarshalBinary(r.Sketches); err != nil {
+			c.log.Warn("unreadable partition sketches left out of a read", "tenant", tenantID, "month", month, "partition", r.Partition, "err", err)
+			continue
+		}
+		if err := merged.Merge(sk); err != nil {
+			return 0, api.MAUDetail{}, fmt.Errorf("merge sketches: %w", err)
 		}
 	}
-	return total, nil
+	return total, api.MAUDetail{
+		Source:      "counter memory and partition rollups (exact sets summed over partitions)",
+		HLLEstimate: merged.Estimate(), HLLRelativeError: merged.RelativeError(), ByApp: merged.Apps(),
+	}, nil
 }
