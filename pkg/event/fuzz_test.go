@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"strconv"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"google.golang.org/protobuf/encoding/protowire"
 )
@@ -31,10 +33,20 @@ func FuzzParse(f *testing.F) {
 		ev()[:40],
 		`[` + ev() + `]`,
 		`{}`, `null`, `"x"`, `-0`, ``,
+		// The hand decoder's edges: case variants, repeats, escapes, unknown fields, spacing.
+		`{"TENANT_ID":"acme","tenant_id":"x"}`, `{"guid":"a","guid":"b"}`, `{"guid":"a\u0062"}`,
+		`{"colour":"red","guid":"g"}`, " {\t\"guid\" :\r\n\"g\" , \"ts\":\"x\"}\n", `{"guid":"g"}}`, `{"guid":"g",}`,
 	} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, raw []byte) {
+		// Whatever the hand decoder takes, encoding/json decodes the same way.
+		var flat, slow jsonEvent
+		if trimmed := bytes.TrimSpace(raw); flat.decodeFlat(trimmed) {
+			if err := json.Unmarshal(trimmed, &slow); err != nil || !utf8.Valid(trimmed) || !sameJSON(flat, slow) {
+				t.Fatalf("decodeFlat(%q) = %s; json.Unmarshal = %s, %v", trimmed, showJSON(flat), showJSON(slow), err)
+			}
+		}
 		unbounded, ru := Parse(raw, now, Bounds{})
 		e, r := Parse(raw, now, DefaultBounds)
 
@@ -226,4 +238,19 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("AppendBinary is not canonical: %x, then %x", b2, b3)
 		}
 	})
+}
+
+func sameJSON(a, b jsonEvent) bool { return showJSON(a) == showJSON(b) }
+
+// showJSON prints the fields of j, telling absent from empty.
+func showJSON(j jsonEvent) string {
+	var out []string
+	for _, f := range []*string{j.EventID, j.TenantID, j.AppID, j.GUID, j.Event, j.MiniProgramID, j.TS} {
+		if f == nil {
+			out = append(out, "<absent>")
+		} else {
+			out = append(out, strconv.Quote(*f))
+		}
+	}
+	return strings.Join(out, " ")
 }

@@ -78,14 +78,16 @@ func Parse(raw []byte, now time.Time, b Bounds) (Event, *Rejection) {
 		return Event{}, reject(ReasonBadJSON, "", "event must be a JSON object")
 	}
 	var j jsonEvent
-	if err := json.Unmarshal(raw, &j); err != nil {
-		if te, ok := errors.AsType[*json.UnmarshalTypeError](err); ok {
-			return Event{}, reject(ReasonBadField, te.Field, fmt.Sprintf("must be a string, got %s", te.Value))
+	if !j.decodeFlat(raw) { // the common case is decoded by hand, the rest by encoding/json
+		if err := json.Unmarshal(raw, &j); err != nil {
+			if te, ok := errors.AsType[*json.UnmarshalTypeError](err); ok {
+				return Event{}, reject(ReasonBadField, te.Field, fmt.Sprintf("must be a string, got %s", te.Value))
+			}
+			return Event{}, reject(ReasonBadJSON, "", err.Error())
 		}
-		return Event{}, reject(ReasonBadJSON, "", err.Error())
-	}
-	if !utf8.Valid(raw) {
-		return Event{}, reject(ReasonBadJSON, "", "body is not valid UTF-8")
+		if !utf8.Valid(raw) {
+			return Event{}, reject(ReasonBadJSON, "", "body is not valid UTF-8")
+		}
 	}
 	var e Event
 	var r *Rejection
