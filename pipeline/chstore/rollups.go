@@ -91,6 +91,7 @@ type Rollup struct {
 	HLLEstimate      uint64            `json:"hll_estimate"`
 	HLLRelativeError float64           `json:"hll_relative_error"`
 	MAUByApp         map[string]uint64 `json:"mau_by_app"`
+	MiniPrograms     uint32            `json:"mini_programs"` // distinct mini programs seen (exact up to sketch.MaxMiniPrograms)
 	DAU              map[string]uint64 `json:"dau"`
 	Sketches         []byte            `json:"-"`
 	DevicesThrough   time.Time         `json:"devices_through"`
@@ -107,13 +108,13 @@ func (s *Store) InsertRollup(ctx context.Context, r *Rollup) error {
 	// A batch, not Exec with bound parameters: binding would cut the DateTime64 milliseconds
 	// that devices_through is compared with.
 	b, err := s.conn.PrepareBatch(ctx, `INSERT INTO mau_rollups (tenant_id, month, version, kind, mau, mau_memory,
-		hll_estimate, hll_relative_error, mau_by_app, dau, sketches, devices_through, watermark, closed_at)`)
+		hll_estimate, hll_relative_error, mau_by_app, mini_programs, dau, sketches, devices_through, watermark, closed_at)`)
 	if err != nil {
 		return fmt.Errorf("insert rollup %s %s v%d: %w", r.TenantID, r.Month, r.Version, err)
 	}
 	defer b.Abort()
 	if err := b.Append(r.TenantID, r.Month, r.Version, r.Kind, r.MAU, r.MAUMemory, r.HLLEstimate, r.HLLRelativeError,
-		nonNil(r.MAUByApp), nonNil(r.DAU), string(r.Sketches), r.DevicesThrough.UTC(), wm, r.ClosedAt.UTC()); err != nil {
+		nonNil(r.MAUByApp), r.MiniPrograms, nonNil(r.DAU), string(r.Sketches), r.DevicesThrough.UTC(), wm, r.ClosedAt.UTC()); err != nil {
 		return fmt.Errorf("insert rollup %s %s v%d: %w", r.TenantID, r.Month, r.Version, err)
 	}
 	if err := b.Send(); err != nil {
@@ -131,28 +132,15 @@ func nonNil(m map[string]uint64) map[string]uint64 {
 
 // LatestRollups returns the highest version of every closed tenant-month.
 func (s *Store) LatestRollups(ctx context.Context) (map[TenantMonth]*Rollup, error) {
-	rows, err := s.conn.Query(ctx, `SELECT tenant_id, month, version, kind, mau, mau_memory, hll_estimate,
-		hll_relative_error, mau_by_app, dau, devices_through, watermark, closed_at
-		FROM mau_rollups FINAL ORDER BY tenant_id, month, version`)
+	all, err := s.Rollups(ctx, "", "")
 	if err != nil {
-		return nil, fmt.Errorf("load rollups: %w", err)
+		return nil, err
 	}
-	defer rows.Close()
 	out := map[TenantMonth]*Rollup{}
-	for rows.Next() {
-		r := &Rollup{}
-		var wm map[uint32]int64
-		if err := rows.Scan(&r.TenantID, &r.Month, &r.Version, &r.Kind, &r.MAU, &r.MAUMemory, &r.HLLEstimate,
-			&r.HLLRelativeError, &r.MAUByApp, &r.DAU, &r.DevicesThrough, &wm, &r.ClosedAt); err != nil {
-			return nil, fmt.Errorf("load rollups: scan: %w", err)
-		}
-		r.Watermark = make(map[int32]int64, len(wm))
-		for p, o := range wm {
-			r.Watermark[int32(p)] = o
-		}
+	for _, r := range all {
 		out[TenantMonth{r.TenantID, r.Month}] = r // ordered by version: the last is the highest
 	}
-	return out, rows.Err()
+	return out, nil
 }
 
 // RollupSketches returns the sketches of one rollup version.

@@ -288,6 +288,10 @@ func (c *Closer) close(ctx context.Context, tm tenantMonth, prev *chstore.Rollup
 		}
 	}
 	r.HLLEstimate, r.HLLRelativeError, r.DAU = merged.Estimate(), merged.RelativeError(), merged.Days()
+	r.MiniPrograms = uint32(len(merged.MiniPrograms()))
+	if merged.OtherMiniPrograms() > 0 {
+		r.MiniPrograms++ // at least one beyond the kept ones: more than MaxMiniPrograms
+	}
 	if r.Sketches, err = merged.MarshalBinary(); err != nil {
 		return nil, fmt.Errorf("marshal sketches %s %s: %w", tm.TenantID, tm.Month, err)
 	}

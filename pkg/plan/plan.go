@@ -29,8 +29,8 @@ var Builtin = map[string]Plan{
 	"poc_enterprise": {Name: "poc_enterprise", IncludedMAU: 500, POC: true},
 }
 
-// Bill is the price of one tenant-month.
-type Bill struct {
+// Quote is the price of one tenant-month.
+type Quote struct {
 	Plan        string
 	MAU         int64
 	IncludedMAU int64
@@ -42,8 +42,8 @@ type Bill struct {
 
 // Rate prices mau on p with the tenant's contract overrides (nil for none):
 // max(0, mau − included) × unit price, rounded half-up to cents.
-func Rate(p Plan, c *tenant.Contract, mau int64) Bill {
-	b := Bill{Plan: p.Name, MAU: mau, IncludedMAU: p.IncludedMAU, UnitPrice: p.UnitPrice, Amount: decimal.Zero}
+func Rate(p Plan, c *tenant.Contract, mau int64) Quote {
+	b := Quote{Plan: p.Name, MAU: mau, IncludedMAU: p.IncludedMAU, UnitPrice: p.UnitPrice, Amount: decimal.Zero}
 	if c != nil && c.IncludedMAU != nil {
 		b.IncludedMAU = *c.IncludedMAU
 	}

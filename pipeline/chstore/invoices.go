@@ -1,0 +1,248 @@
+package chstore
+
+import (
+	"context"
+	"encoding/csv"
+	"fmt"
+	"io"
+	"reflect"
+	"time"
+
+	"github.com/shopspring/decimal"
+)
+
+// Invoice is one rated rollup version of a tenant-month (table invoices, schemas/clickhouse/004).
+type Invoice struct {
+	InvoiceID             string            `json:"invoice_id"`
+	TenantID              string            `json:"tenant_id"`
+	Month                 string            `json:"month"`
+	RollupVersion         uint32            `json:"rollup_version"`
+	RollupKind            string            `json:"rollup_kind"`
+	Plan                  string            `json:"plan"`
+	PlanPurchased         string            `json:"plan_purchased"`
+	PlanValidUntil        string            `json:"plan_valid_until"`
+	Contract              bool              `json:"contract"`
+	MAU                   uint64            `json:"mau"`
+	TestingMAU            uint64            `json:"testing_mau"`
+	TotalMAU              uint64            `json:"total_mau"`
+	MAUByApp              map[string]uint64 `json:"mau_by_app"`
+	BillableApps          []string          `json:"billable_apps"`
+	IncludedMAU           uint64            `json:"included_mau"`
+	OverageMAU            uint64            `json:"overage_mau"`
+	UnitPriceUSD          string            `json:"unit_price_usd"`
+	AmountUSD             decimal.Decimal   `json:"amount_usd"`
+	Flags                 []string          `json:"flags"`
+	Entitlements          string            `json:"-"` // JSON, see rate.Entitlements
+	PreviousInvoiceID     string            `json:"previous_invoice_id,omitempty"`
+	PreviousRollupVersion uint32            `json:"previous_rollup_version,omitempty"`
+	PreviousAmountUSD     decimal.Decimal   `json:"previous_amount_usd"`
+	AdjustmentUSD         decimal.Decimal   `json:"adjustment_usd"`
+	HLLEstimate           uint64            `json:"hll_estimate"`
+	HLLRelativeError      float64           `json:"hll_relative_error"`
+	HLLAgrees             bool              `json:"hll_agrees"`
+	DevicesThrough        time.Time         `json:"devices_through"`
+	MAUSQL                string            `json:"mau_sql"`
+	RatedAt               time.Time         `json:"rated_at"`
+	DueBy                 time.Time         `json:"due_by"`
+}
+
+const invoiceColumns = `invoice_id, tenant_id, month, rollup_version, rollup_kind, plan, plan_purchased,
+	plan_valid_until, contract, mau, testing_mau, total_mau, mau_by_app, billable_apps, included_mau, overage_mau,
+	unit_price_usd, amount_usd, flags, entitlements, previous_invoice_id, previous_rollup_version,
+	previous_amount_usd, adjustment_usd, hll_estimate, hll_relative_error, hll_agrees, devices_through, mau_sql,
+	rated_at, due_by`
+
+func (inv *Invoice) fields() []any {
+	return []any{&inv.InvoiceID, &inv.TenantID, &inv.Month, &inv.RollupVersion, &inv.RollupKind, &inv.Plan,
+		&inv.PlanPurchased, &inv.PlanValidUntil, &inv.Contract, &inv.MAU, &inv.TestingMAU, &inv.TotalMAU,
+		&inv.MAUByApp, &inv.BillableApps, &inv.IncludedMAU, &inv.OverageMAU, &inv.UnitPriceUSD, &inv.AmountUSD,
+		&inv.Flags, &inv.Entitlements, &inv.PreviousInvoiceID, &inv.PreviousRollupVersion, &inv.PreviousAmountUSD,
+		&inv.AdjustmentUSD, &inv.HLLEstimate, &inv.HLLRelativeError, &inv.HLLAgrees, &inv.DevicesThrough,
+		&inv.MAUSQL, &inv.RatedAt, &inv.DueBy}
+}
+
+// InsertInvoice writes one invoice. Writing the same invoice id again replaces it when the
+// table merges; the rater does not, it skips invoices that exist.
+func (s *Store) InsertInvoice(ctx context.Context, inv *Invoice) error {
+	b, err := s.conn.PrepareBatch(ctx, `INSERT INTO invoices (`+invoiceColumns+`)`)
+	if err != nil {
+		return fmt.Errorf("insert invoice %s: %w", inv.InvoiceID, err)
+	}
+	defer b.Abort()
+	row := *inv
+	row.MAUByApp = nonNil(row.MAUByApp)
+	if row.BillableApps == nil {
+		row.BillableApps = []string{}
+	}
+	if row.Flags == nil {
+		row.Flags = []string{}
+	}
+	row.DevicesThrough, row.RatedAt, row.DueBy = row.DevicesThrough.UTC(), row.RatedAt.UTC(), row.DueBy.UTC()
+	values := make([]any, 0, 32)
+	for _, f := range row.fields() {
+		values = append(values, reflect.ValueOf(f).Elem().Interface())
+	}
+	if err := b.Append(values...); err != nil {
+		return fmt.Errorf("insert invoice %s: %w", inv.InvoiceID, err)
+	}
+	if err := b.Send(); err != nil {
+		return fmt.Errorf("insert invoice %s: %w", inv.InvoiceID, err)
+	}
+	return nil
+}
+
+// InvoiceFilter selects invoices: empty fields select all.
+type InvoiceFilter struct {
+	TenantID string
+	Month    string
+	// AllVersions returns every invoice; otherwise only the latest rollup version of each
+	// tenant-month.
+	AllVersions bool
+}
+
+// Invoices returns invoices ordered by tenant, month and rollup version.
+func (s *Store) Invoices(ctx context.Context, f InvoiceFilter) ([]*Invoice, error) {
+	q := `SELECT ` + invoiceColumns + ` FROM invoices FINAL WHERE (? = '' OR tenant_id = ?) AND (? = '' OR month = ?)`
+	if !f.AllVersions {
+		q += ` AND (tenant_id, month, rollup_version) IN (SELECT tenant_id, month, max(rollup_version) FROM invoices
+			WHERE (? = '' OR tenant_id = ?) AND (? = '' OR month = ?) GROUP BY tenant_id, month)`
+	}
+	q += ` ORDER BY tenant_id, month, rollup_version`
+	args := []any{f.TenantID, f.TenantID, f.Month, f.Month}
+	if !f.AllVersions {
+		args = append(args, f.TenantID, f.TenantID, f.Month, f.Month)
+	}
+	rows, err := s.conn.Query(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("load invoices: %w", err)
+	}
+	defer rows.Close()
+	var out []*Invoice
+	for rows.Next() {
+		inv := &Invoice{}
+		if err := rows.Scan(inv.fields()...); err != nil {
+			return nil, fmt.Errorf("load invoices: scan: %w", err)
+		}
+		out = append(out, inv)
+	}
+	return out, rows.Err()
+}
+
+// Rollups returns every stored rollup version of a tenant (empty: all) and month (empty: all),
+// ordered by tenant, month and version, without sketches.
+func (s *Store) Rollups(ctx context.Context, tenantID, month string) ([]*Rollup, error) {
+	rows, err := s.conn.Query(ctx, `SELECT tenant_id, month, version, kind, mau, mau_memory, hll_estimate,
+		hll_relative_error, mau_by_app, mini_programs, dau, devices_through, watermark, closed_at
+		FROM mau_rollups FINAL WHERE (? = '' OR tenant_id = ?) AND (? = '' OR month = ?)
+		ORDER BY tenant_id, month, version`, tenantID, tenantID, month, month)
+	if err != nil {
+		return nil, fmt.Errorf("load rollups: %w", err)
+	}
+	defer rows.Close()
+	var out []*Rollup
+	for rows.Next() {
+		r := &Rollup{}
+		var wm map[uint32]int64
+		if err := rows.Scan(&r.TenantID, &r.Month, &r.Version, &r.Kind, &r.MAU, &r.MAUMemory, &r.HLLEstimate,
+			&r.HLLRelativeError, &r.MAUByApp, &r.MiniPrograms, &r.DAU, &r.DevicesThrough, &wm, &r.ClosedAt); err != nil {
+			return nil, fmt.Errorf("load rollups: scan: %w", err)
+		}
+		r.Watermark = make(map[int32]int64, len(wm))
+		for p, o := range wm {
+			r.Watermark[int32(p)] = o
+		}
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+// CountBilled runs the reproduction query of an invoice: the exact number of billed devices.
+func (s *Store) CountBilled(ctx context.Context, inv *Invoice) (uint64, error) {
+	var n uint64
+	q, args := billedQuery("uniqExact(device_key)", inv)
+	if err := s.conn.QueryRow(ctx, q, args...).Scan(&n); err != nil {
+		return 0, fmt.Errorf("count billed devices of %s: %w", inv.InvoiceID, err)
+	}
+	return n, nil
+}
+
+// billedQuery selects from the billed devices of an invoice: its tenant-month, its billable apps,
+// and the rows its rollup version covered.
+func billedQuery(what string, inv *Invoice) (string, []any) {
+	return `SELECT ` + what + ` FROM mau_devices WHERE tenant_id = ? AND month = ? AND has(?, app_id)
+		AND inserted_at <= ?`, []any{inv.TenantID, inv.Month, nonNilSlice(inv.BillableApps), inv.DevicesThrough.UTC()}
+}
+
+// MAUSQL is the literal SQL that reproduces an invoice's MAU, for its evidence.
+func MAUSQL(database string, inv *Invoice) string {
+	apps := "["
+	for i, a := range inv.BillableApps {
+		if i > 0 {
+			apps += ", "
+		}
+		apps += sqlString(a)
+	}
+	apps += "]"
+	return fmt.Sprintf("SELECT uniqExact(device_key) AS mau FROM %s.mau_devices WHERE tenant_id = %s AND month = %s"+
+		" AND has(%s, app_id) AND inserted_at <= toDateTime64(%s, 3, 'UTC')",
+		database, sqlString(inv.TenantID), sqlString(inv.Month), apps,
+		sqlString(inv.DevicesThrough.UTC().Format("2006-01-02 15:04:05.000")))
+}
+
+// sqlString quotes s as a ClickHouse string literal. Ids are [A-Za-z0-9._-] already; the
+// escaping is for the reader's safety, not the ids'.
+func sqlString(s string) string {
+	out := []byte{'\''}
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\'' || s[i] == '\\' {
+			out = append(out, '\\')
+		}
+		out = append(out, s[i])
+	}
+	return string(append(out, '\''))
+}
+
+func nonNilSlice(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
+// WriteBilledDevices writes the billed devices of an invoice as CSV (a header, then one row per
+// device: guid, app_id, first_seen_at, first_event, mini_program_id, device_key) and returns how
+// many it wrote. The rows are those the invoice's MAU counted: its billable apps and the
+// mau_devices rows its rollup version covered, one per device.
+func (s *Store) WriteBilledDevices(ctx context.Context, inv *Invoice, w io.Writer) (int, error) {
+	q, args := billedQuery(`hex(device_key) AS key, argMin(guid, first_seen_at), argMin(app_id, first_seen_at),
+		min(first_seen_at), toString(argMin(first_event, first_seen_at)), argMin(mini_program_id, first_seen_at)`, inv)
+	rows, err := s.conn.Query(ctx, q+` GROUP BY device_key ORDER BY min(first_seen_at), key`, args...)
+	if err != nil {
+		return 0, fmt.Errorf("billed devices of %s: %w", inv.InvoiceID, err)
+	}
+	defer rows.Close()
+	cw := csv.NewWriter(w)
+	if err := cw.Write([]string{"guid", "app_id", "first_seen_at", "first_event", "mini_program_id", "device_key"}); err != nil {
+		return 0, err
+	}
+	n := 0
+	for rows.Next() {
+		var key, guid, app, ev, mini string
+		var first time.Time
+		if err := rows.Scan(&key, &guid, &app, &first, &ev, &mini); err != nil {
+			return n, fmt.Errorf("billed devices: scan: %w", err)
+		}
+		if err := cw.Write([]string{guid, app, first.UTC().Format("2006-01-02T15:04:05.000Z"), ev, mini, key}); err != nil {
+			return n, err
+		}
+		n++
+	}
+	if err := rows.Err(); err != nil {
+		return n, fmt.Errorf("billed devices: %w", err)
+	}
+	cw.Flush()
+	return n, cw.Error()
+}
+
+// Database is the name of the store's database.
+func (s *Store) Database() string { return s.cfg.Database }

@@ -1,0 +1,238 @@
+package rate
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/segmentio/kafka-go"
+
+	"github.com/maumeter/maumeter/pipeline/bus"
+	"github.com/maumeter/maumeter/pipeline/chstore"
+	"github.com/maumeter/maumeter/pkg/plan"
+	"github.com/maumeter/maumeter/pkg/tenant"
+)
+
+// Group is the default consumer group of the raters.
+const Group = "maumeter-rate"
+
+// ErrUnknownTenant is returned for a rollup of a tenant the catalogue does not list.
+var ErrUnknownTenant = errors.New("tenant not in the catalogue")
+
+// Config of a rater.
+type Config struct {
+	Brokers      []string
+	RollupsTopic string        // default bus.RollupsTopic
+	Group        string        // default Group
+	RetryBackoff time.Duration // first wait after a failed rating (ClickHouse down); doubles to 30s (default 500ms)
+}
+
+// Rater rates rollups into invoices. Rate is safe for concurrent use; Run consumes the rollups
+// topic as a member of the consumer group.
+type Rater struct {
+	cfg     Config
+	tenants *tenant.Catalog
+	plans   *plan.Catalog
+	store   *chstore.Store
+	now     func() time.Time
+	log     *slog.Logger
+
+	invoices  *prometheus.CounterVec
+	unchanged prometheus.Counter
+	late      prometheus.Counter
+	skipped   *prometheus.CounterVec
+	errors    prometheus.Counter
+}
+
+// New returns a rater. now is the clock (time.Now in production).
+func New(cfg Config, tenants *tenant.Catalog, plans *plan.Catalog, store *chstore.Store, now func() time.Time, log *slog.Logger, reg prometheus.Registerer) (*Rater, error) {
+	if cfg.RollupsTopic == "" {
+		cfg.RollupsTopic = bus.RollupsTopic
+	}
+	if cfg.Group == "" {
+		cfg.Group = Group
+	}
+	if cfg.RetryBackoff <= 0 {
+		cfg.RetryBackoff = 500 * time.Millisecond
+	}
+	r := &Rater{cfg: cfg, tenants: tenants, plans: plans, store: store, now: now, log: log,
+		invoices: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "maumeter_rater_invoices_total",
+			Help: "Invoices written, by rollup kind (close, restatement)."}, []string{"kind"}),
+		unchanged: prometheus.NewCounter(prometheus.CounterOpts{Name: "maumeter_rater_already_rated_total",
+			Help: "Rollups whose invoice existed already: nothing written."}),
+		late: prometheus.NewCounter(prometheus.CounterOpts{Name: "maumeter_rater_invoices_late_total",
+			Help: "Invoices of closed months written after their due time (end of day 3 of the next month)."}),
+		skipped: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "maumeter_rater_skipped_messages_total",
+			Help: "Rollup messages that cannot be rated and were skipped, by reason (unknown_schema, bad_json, unknown_tenant, invalid)."}, []string{"reason"}),
+		errors: prometheus.NewCounter(prometheus.CounterOpts{Name: "maumeter_rater_errors_total",
+			Help: "Failed ratings that are retried (ClickHouse unreachable)."}),
+	}
+	if reg != nil {
+		for _, c := range []prometheus.Collector{r.invoices, r.unchanged, r.late, r.skipped, r.errors} {
+			if err := reg.Register(c); err != nil {
+				return nil, fmt.Errorf("rater metrics: %w", err)
+			}
+		}
+	}
+	return r, nil
+}
+
+// Rate writes the invoice of rollup ro unless it exists, and returns the invoice and whether it
+// was written now. An existing invoice is never rewritten: a bill once issued stays as issued.
+func (r *Rater) Rate(ctx context.Context, ro *chstore.Rollup) (*chstore.Invoice, bool, error) {
+	t, ok := r.tenants.Tenant(ro.TenantID)
+	if !ok {
+		return nil, false, fmt.Errorf("rate %s %s v%d: %w", ro.TenantID, ro.Month, ro.Version, ErrUnknownTenant)
+	}
+	tm := chstore.TenantMonth{TenantID: ro.TenantID, Month: ro.Month}
+	invs, err := r.store.Invoices(ctx, chstore.InvoiceFilter{TenantID: tm.TenantID, Month: tm.Month, AllVersions: true})
+	if err != nil {
+		return nil, false, err
+	}
+	var prev *chstore.Invoice
+	for _, inv := range invs {
+		if inv.RollupVersion == ro.Version {
+			r.unchanged.Inc()
+			return inv, false, nil
+		}
+		if inv.RollupVersion < ro.Version {
+			prev = inv
+		}
+	}
+	inv, err := Build(t, r.plans, ro, prev, r.store.Database(), r.now())
+	if err != nil {
+		return nil, false, err
+	}
+	if err := r.store.InsertInvoice(ctx, inv); err != nil {
+		return nil, false, err
+	}
+	r.invoices.WithLabelValues(inv.RollupKind).Inc()
+	if inv.RollupKind == "close" && inv.RatedAt.After(inv.DueBy) {
+		r.late.Inc()
+		r.log.Warn("invoice written after its due time", "tenant", inv.TenantID, "month", inv.Month, "due_by", inv.DueBy)
+	}
+	r.log.Info("invoice written", "invoice", inv.InvoiceID, "tenant", inv.TenantID, "month", inv.Month,
+		"rollup_version", inv.RollupVersion, "mau", inv.MAU, "amount_usd", inv.AmountUSD.StringFixed(2),
+		"adjustment_usd", inv.AdjustmentUSD.StringFixed(2), "flags", inv.Flags)
+	return inv, true, nil
+}
+
+// Run consumes the rollups topic until ctx ends, rating every rollup; an offset is committed
+// only after its invoice is stored. Messages that can never be rated (unknown schema, bad JSON,
+// a tenant missing from the catalogue) are logged, counted and skipped; failures to reach
+// ClickHouse are retried with backoff, holding the partition.
+func (r *Rater) Run(ctx context.Context) error {
+	rd := kafka.NewReader(kafka.ReaderConfig{
+		Brokers: r.cfg.Brokers, Topic: r.cfg.RollupsTopic, GroupID: r.cfg.Group,
+		StartOffset: kafka.FirstOffset, MaxWait: 500 * time.Millisecond,
+		SessionTimeout: 10 * time.Second, RebalanceTimeout: 10 * time.Second,
+	})
+	defer rd.Close()
+	r.log.Info("rater started", "topic", r.cfg.RollupsTopic, "group", r.cfg.Group)
+	for {
+		msg, err := rd.FetchMessage(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("rater: fetch: %w", err)
+		}
+		if err := r.handle(ctx, msg); err != nil {
+			return nil // ctx ended while retrying
+		}
+		if err := rd.CommitMessages(ctx, msg); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("rater: commit: %w", err)
+		}
+	}
+}
+
+// handle rates one message, retrying until it is rated or skipped; it fails only when ctx ends.
+func (r *Rater) handle(ctx context.Context, msg kafka.Message) error {
+	ro, reason, err := decode(msg)
+	if err != nil {
+		r.skip(msg, reason, err)
+		return nil
+	}
+	backoff := r.cfg.RetryBackoff
+	for {
+		_, _, err := r.Rate(ctx, ro)
+		switch {
+		case err == nil:
+			return nil
+		case errors.Is(err, ErrUnknownTenant):
+			r.skip(msg, "unknown_tenant", err)
+			return nil
+		case errors.Is(err, ErrInvalidRollup):
+			r.skip(msg, "invalid", err)
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		r.errors.Inc()
+		r.log.Warn("rating failed, retrying", "tenant", ro.TenantID, "month", ro.Month, "version", ro.Version, "err", err, "retry_in", backoff)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 30*time.Second)
+	}
+}
+
+// ErrInvalidRollup is returned for a rollup that can never be rated as it is.
+var ErrInvalidRollup = errors.New("invalid rollup")
+
+func (r *Rater) skip(msg kafka.Message, reason string, err error) {
+	r.skipped.WithLabelValues(reason).Inc()
+	r.log.Error("rollup message skipped: it cannot be rated; fix the cause and rate it again with `maumeter rate --stored`",
+		"partition", msg.Partition, "offset", msg.Offset, "key", string(msg.Key), "reason", reason, "err", err)
+}
+
+func decode(msg kafka.Message) (*chstore.Rollup, string, error) {
+	schema := ""
+	for _, h := range msg.Headers {
+		if h.Key == "schema" {
+			schema = string(h.Value)
+		}
+	}
+	if schema != bus.RollupSchema {
+		return nil, "unknown_schema", fmt.Errorf("%w: schema header %q, want %q", ErrInvalidRollup, schema, bus.RollupSchema)
+	}
+	ro := &chstore.Rollup{}
+	if err := json.Unmarshal(msg.Value, ro); err != nil {
+		return nil, "bad_json", fmt.Errorf("%w: %v", ErrInvalidRollup, err)
+	}
+	if ro.TenantID == "" || ro.Month == "" || ro.Version == 0 {
+		return nil, "invalid", fmt.Errorf("%w: tenant_id, month and version are required", ErrInvalidRollup)
+	}
+	return ro, "", nil
+}
+
+// RateStored rates every rollup version stored in ClickHouse for a month (YYYY-MM; empty: every
+// month) and tenant (empty: every tenant) that has no invoice yet, in version order. It is the
+// way back after a rollup message was skipped or compacted away before a rater saw it.
+func (r *Rater) RateStored(ctx context.Context, tenantID, month string) ([]*chstore.Invoice, error) {
+	ros, err := r.store.Rollups(ctx, tenantID, month)
+	if err != nil {
+		return nil, err
+	}
+	var out []*chstore.Invoice
+	for _, ro := range ros {
+		inv, written, err := r.Rate(ctx, ro)
+		if err != nil {
+			return out, err
+		}
+		if written {
+			out = append(out, inv)
+		}
+	}
+	return out, nil
+}
