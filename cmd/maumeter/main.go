@@ -33,6 +33,8 @@ var commands = []command{
 	{"loadgen", "send generated super-app traffic to an ingest endpoint", runLoadgen},
 	{"demo", "run the pipeline on generated traffic (in-process Kafka) and print MAU and bills", runDemo},
 	{"close", "close a month (or restate it) once the counters have consumed everything", runClose},
+	{"rate", "rate closed months into invoices (rollups topic to ClickHouse), or print a month's invoices", runRate},
+	{"audit", "export the devices billed on a tenant-month's invoice as CSV", runAudit},
 	{"keys", "make, list and check ingest keys (kept hashed in the tenant catalogue)", runKeys},
 	{"mau", "print the exact MAU of every tenant-month from ClickHouse", runMAU},
 	{"healthcheck", "exit 0 when an HTTP health endpoint answers 200 (for container health checks)", runHealthcheck},

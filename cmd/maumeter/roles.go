@@ -19,6 +19,7 @@ import (
 	"github.com/maumeter/maumeter/pipeline/chstore"
 	"github.com/maumeter/maumeter/pipeline/count"
 	"github.com/maumeter/maumeter/pipeline/ingest"
+	"github.com/maumeter/maumeter/pipeline/rate"
 	"github.com/maumeter/maumeter/pkg/event"
 	"github.com/maumeter/maumeter/pkg/tenant"
 )
@@ -52,6 +53,8 @@ type options struct {
 	closeInterval  time.Duration
 	closeWindow    time.Duration
 	migrate        bool
+	plans          string
+	rateGroup      string
 }
 
 func (o *options) kafkaFlags(fs *flag.FlagSet) {
@@ -125,6 +128,7 @@ type stack struct {
 	producer *bus.Producer
 	ingest   *ingest.Handler
 	counter  *count.Counter
+	rater    *rate.Rater
 	embedded *bus.Embedded
 	keys     *tenant.Keyring // ingest keys; nil: the catalogue's
 	closers  []func()
@@ -137,7 +141,7 @@ func (s *stack) close() {
 }
 
 type roleParts struct {
-	ingest, count, embeddedKafka bool
+	ingest, count, rate, embeddedKafka bool
 }
 
 // build wires a role: catalogue, Kafka (embedded when allowed and no brokers are given),
@@ -162,7 +166,7 @@ func build(ctx context.Context, o *options, parts roleParts, stderr io.Writer) (
 	if s.brokers, err = o.brokers(); err != nil {
 		return nil, err
 	}
-	if len(s.brokers) == 0 && (parts.ingest || parts.count) {
+	if len(s.brokers) == 0 && (parts.ingest || parts.count || parts.rate) {
 		if !parts.embeddedKafka {
 			return nil, fmt.Errorf("%w: --kafka-brokers (MAUMETER_KAFKA_BROKERS) is required", errUsage)
 		}
@@ -174,7 +178,7 @@ func build(ctx context.Context, o *options, parts roleParts, stderr io.Writer) (
 		log.Warn("no --kafka-brokers given: started an in-process Kafka (kfake); events live in memory only, for demos and development",
 			"brokers", s.brokers)
 	}
-	if parts.count || o.migrate {
+	if parts.count || parts.rate || o.migrate {
 		if s.store, err = chstore.Open(ctx, o.chConfig(), log); err != nil {
 			return nil, err
 		}
@@ -196,6 +200,17 @@ func build(ctx context.Context, o *options, parts roleParts, stderr io.Writer) (
 			SessionTimeout: o.sessionTimeout, RebalanceTimeout: o.sessionTimeout,
 			Close: o.closeConfig(),
 		}, s.catalog, s.store, time.Now, log, s.reg)
+		if err != nil {
+			return nil, err
+		}
+	}
+	if parts.rate {
+		plans, err := o.loadPlans()
+		if err != nil {
+			return nil, err
+		}
+		s.rater, err = rate.New(rate.Config{Brokers: s.brokers, RollupsTopic: o.rollupsTopic, Group: o.rateGroup},
+			s.catalog, plans, s.store, time.Now, log, s.reg)
 		if err != nil {
 			return nil, err
 		}
@@ -261,6 +276,9 @@ func (s *stack) handler(o *options) (http.Handler, error) {
 		cfg.MAU = s.store
 		cfg.Ready = append(cfg.Ready, api.Check{Name: "clickhouse", Fn: s.store.Ping})
 	}
+	if s.store != nil {
+		cfg.Invoices = rate.Reader{Store: s.store}
+	}
 	if s.counter != nil {
 		counter := s.counter
 		cfg.Ready = append(cfg.Ready, api.Check{Name: "counter", Fn: func(context.Context) error {
@@ -309,34 +327,27 @@ func runRoles(ctx context.Context, o *options, s *stack, ready chan<- string) er
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	httpErr := make(chan error, 1)
-	go func() { httpErr <- serveHTTP(ctx, o.httpAddr, h, o.http, s.log, ready) }()
+	runners := []func(context.Context) error{func(ctx context.Context) error { return serveHTTP(ctx, o.httpAddr, h, o.http, s.log, ready) }}
 	if s.ingest != nil && s.keys == nil && o.keysReload > 0 {
 		go s.ingest.WatchKeys(ctx, o.tenants, o.keysReload)
 	}
-	countErr := make(chan error, 1)
 	if s.counter != nil {
-		go func() { countErr <- s.counter.Run(ctx) }()
+		runners = append(runners, s.counter.Run)
 	}
+	if s.rater != nil {
+		runners = append(runners, s.rater.Run)
+	}
+	errc := make(chan error, len(runners))
+	for _, run := range runners {
+		go func() { errc <- run(ctx) }()
+	}
+	// The first to end (ctx ended, or one failed) stops the others; the first error wins.
 	var first error
-	select {
-	case first = <-httpErr:
-		cancel()
-		if s.counter != nil {
-			<-countErr
-		}
-	case first = <-countErr:
-		cancel()
-		<-httpErr
-	case <-ctx.Done():
-		if err := <-httpErr; err != nil {
+	for range runners {
+		if err := <-errc; err != nil && first == nil {
 			first = err
 		}
-		if s.counter != nil {
-			if err := <-countErr; err != nil && first == nil {
-				first = err
-			}
-		}
+		cancel()
 	}
 	return first
 }
@@ -349,12 +360,13 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	o.clickhouseFlags(fs)
 	o.countFlags(fs)
 	o.ingestFlags(fs)
+	o.rateFlags(fs)
 	fs.StringVar(&o.httpAddr, "http-addr", "127.0.0.1:8080", "HTTP listen address")
 	fs.BoolVar(&o.migrate, "migrate", true, "apply ClickHouse migrations and create topics at start")
 	if err := parseFlags(fs, args, stderr); err != nil {
 		return err
 	}
-	s, err := build(ctx, o, roleParts{ingest: true, count: true, embeddedKafka: true}, stderr)
+	s, err := build(ctx, o, roleParts{ingest: true, count: true, rate: true, embeddedKafka: true}, stderr)
 	if err != nil {
 		return err
 	}

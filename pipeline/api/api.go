@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/maumeter/maumeter/pipeline/rate"
 	"github.com/maumeter/maumeter/pkg/calendar"
 	"github.com/maumeter/maumeter/pkg/tenant"
 )
@@ -32,6 +33,7 @@ type Config struct {
 	Catalog  *tenant.Catalog
 	Ingest   http.Handler // POST /v1/events; nil when this role does not ingest
 	MAU      MAUReader    // GET /v1/tenants/{tenant}/mau; nil when not served
+	Invoices InvoiceReader // GET /v1/tenants/{tenant}/invoices; nil when not served
 	Gatherer prometheus.Gatherer
 	Ready    []Check
 	Now      func() time.Time
@@ -46,6 +48,9 @@ func New(cfg Config) http.Handler {
 	}
 	if cfg.MAU != nil {
 		mux.HandleFunc("GET /v1/tenants/{tenant}/mau", cfg.mau)
+	}
+	if cfg.Invoices != nil {
+		mux.HandleFunc("GET /v1/tenants/{tenant}/invoices", cfg.invoices)
 	}
 	mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -120,6 +125,42 @@ func (cfg Config) mau(w http.ResponseWriter, r *http.Request) {
 		Source: d.Source, AsOf: now.UTC(), Closed: d.Closed, RollupVersion: d.RollupVersion,
 		HLLEstimate: d.HLLEstimate, HLLRelativeError: d.HLLRelativeError, ByApp: d.ByApp,
 	})
+}
+
+// InvoiceReader reads the rated statements of a tenant (month "" for every month).
+type InvoiceReader interface {
+	Statements(ctx context.Context, tenantID, month string) ([]rate.Statement, error)
+}
+
+// InvoicesResponse is the body of GET /v1/tenants/{tenant}/invoices.
+type InvoicesResponse struct {
+	TenantID   string           `json:"tenant_id"`
+	Statements []rate.Statement `json:"statements"`
+}
+
+func (cfg Config) invoices(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("tenant")
+	if _, ok := cfg.Catalog.Tenant(id); !ok {
+		writeError(w, http.StatusNotFound, "tenant "+id+" is not in the catalogue")
+		return
+	}
+	month := r.URL.Query().Get("month")
+	if month != "" {
+		if _, err := calendar.ParseMonth(month); err != nil {
+			writeError(w, http.StatusBadRequest, "month: "+err.Error())
+			return
+		}
+	}
+	sts, err := cfg.Invoices.Statements(r.Context(), id, month)
+	if err != nil {
+		cfg.Log.Warn("invoices query", "tenant", id, "month", month, "err", err)
+		writeError(w, http.StatusServiceUnavailable, "invoice store unavailable; retry later")
+		return
+	}
+	if sts == nil {
+		sts = []rate.Statement{}
+	}
+	writeJSON(w, http.StatusOK, InvoicesResponse{TenantID: id, Statements: sts})
 }
 
 func (cfg Config) ready(w http.ResponseWriter, r *http.Request) {

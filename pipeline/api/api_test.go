@@ -18,12 +18,23 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/maumeter/maumeter/pipeline/ingest"
+	"github.com/maumeter/maumeter/pipeline/rate"
 	"github.com/maumeter/maumeter/pkg/event"
 	"github.com/maumeter/maumeter/pkg/tenant"
 	"github.com/maumeter/maumeter/schemas"
 )
 
 type fixedMAU uint64
+
+// fixedInvoices answers one statement for acme 2026-10 and none otherwise.
+type fixedInvoices struct{}
+
+func (fixedInvoices) Statements(_ context.Context, tenantID, month string) ([]rate.Statement, error) {
+	if month == "" || month == "2026-10" {
+		return []rate.Statement{{TenantID: tenantID, Month: "2026-10", AmountUSD: "185.18"}}, nil
+	}
+	return nil, nil
+}
 
 func (f fixedMAU) MAU(context.Context, string, string) (uint64, error) { return uint64(f), nil }
 
@@ -35,7 +46,7 @@ func testRouter(t *testing.T) http.Handler {
 	}
 	ingest := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusOK) })
 	return New(Config{
-		Catalog: cat, Ingest: ingest, MAU: fixedMAU(42), Gatherer: prometheus.NewRegistry(),
+		Catalog: cat, Ingest: ingest, MAU: fixedMAU(42), Invoices: fixedInvoices{}, Gatherer: prometheus.NewRegistry(),
 		Now: func() time.Time { return time.Date(2026, 10, 31, 16, 30, 0, 0, time.UTC) },
 	})
 }
@@ -63,7 +74,7 @@ func TestOpenAPIMatchesRouter(t *testing.T) {
 			}
 		}
 	}
-	routed := []string{"POST /v1/events", "GET /v1/tenants/{tenant}/mau", "GET /metrics", "GET /healthz", "GET /readyz"}
+	routed := []string{"POST /v1/events", "GET /v1/tenants/{tenant}/mau", "GET /v1/tenants/{tenant}/invoices", "GET /metrics", "GET /healthz", "GET /readyz"}
 	for _, r := range routed {
 		if !slices.Contains(documented, r) {
 			t.Errorf("%s is routed but not in schemas/openapi.yaml", r)
@@ -94,6 +105,22 @@ func TestMAUDefaultsToTheTenantsCurrentMonth(t *testing.T) {
 	f("/v1/tenants/acme/mau?month=2026-10", 200, `"mau":42`)
 	f("/v1/tenants/acme/mau?month=2026-13", 400, "month")
 	f("/v1/tenants/nobody/mau", 404, "not in the catalogue")
+}
+
+func TestInvoices(t *testing.T) {
+	h := testRouter(t)
+	f := func(url string, wantCode int, wantBody string) {
+		t.Helper()
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest("GET", url, nil))
+		if rec.Code != wantCode || !strings.Contains(rec.Body.String(), wantBody) {
+			t.Errorf("GET %s = %d %s, want %d containing %s", url, rec.Code, rec.Body, wantCode, wantBody)
+		}
+	}
+	f("/v1/tenants/acme/invoices", 200, `"amount_usd":"185.18"`)
+	f("/v1/tenants/acme/invoices?month=2026-09", 200, `"statements":[]`)
+	f("/v1/tenants/acme/invoices?month=2026-9", 400, "month")
+	f("/v1/tenants/nobody/invoices", 404, "not in the catalogue")
 }
 
 // failingProducer refuses every batch while fail is set.

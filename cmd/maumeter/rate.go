@@ -1,0 +1,189 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/maumeter/maumeter/pipeline/chstore"
+	"github.com/maumeter/maumeter/pipeline/rate"
+	"github.com/maumeter/maumeter/pkg/calendar"
+	"github.com/maumeter/maumeter/pkg/plan"
+	"github.com/maumeter/maumeter/pkg/tenant"
+)
+
+func (o *options) rateFlags(fs *flag.FlagSet) {
+	fs.StringVar(&o.plans, "plans", "", "plan catalogue (YAML; default: the embedded plans of the billing overview)")
+	fs.StringVar(&o.rateGroup, "rate-group", rate.Group, "consumer group of the raters")
+}
+
+func (o *options) loadPlans() (*plan.Catalog, error) {
+	return loadPlanCatalog(o.plans)
+}
+
+// runRate runs the rater (no --month: consume the rollups topic and write invoices until
+// stopped), rates stored rollups that have no invoice (--stored), or prints the statements of a
+// month (--month).
+func runRate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	o := &options{}
+	fs := flag.NewFlagSet("rate", flag.ContinueOnError)
+	o.commonFlags(fs)
+	o.kafkaFlags(fs)
+	o.clickhouseFlags(fs)
+	o.rateFlags(fs)
+	fs.StringVar(&o.rollupsTopic, "rollups-topic", "mau.rollups.v1", "compacted Kafka topic of monthly rollups")
+	fs.StringVar(&o.httpAddr, "http-addr", "127.0.0.1:9465", "HTTP listen address of /metrics, /healthz, /readyz and invoice reads (service mode)")
+	month := fs.String("month", "", "print the statements of this month, YYYY-MM, instead of running the rater")
+	only := fs.String("tenant", "", "with --month or --stored: this tenant only")
+	format := fs.String("format", "table", "with --month: "+strings.Join(rate.Formats, ", "))
+	stored := fs.Bool("stored", false, "rate the rollups stored in ClickHouse that have no invoice yet (--month, --tenant narrow it), print them, and exit")
+	if err := parseFlags(fs, args, stderr); err != nil {
+		return err
+	}
+	if !slices.Contains(rate.Formats, *format) {
+		return fmt.Errorf("%w: --format %q: want one of %s", errUsage, *format, strings.Join(rate.Formats, ", "))
+	}
+	if *month != "" {
+		if _, err := calendar.ParseMonth(*month); err != nil {
+			return fmt.Errorf("%w: --month: %v", errUsage, err)
+		}
+	}
+	if *month == "" && !*stored {
+		if *only != "" {
+			return fmt.Errorf("%w: --tenant needs --month or --stored", errUsage)
+		}
+		s, err := build(ctx, o, roleParts{rate: true}, stderr)
+		if err != nil {
+			return err
+		}
+		defer s.close()
+		return runRoles(ctx, o, s, nil)
+	}
+	log, err := newLogger(stderr, o.logLevel)
+	if err != nil {
+		return err
+	}
+	store, err := chstore.Open(ctx, o.chConfig(), log)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	if *stored {
+		catalog, err := tenant.Load(o.tenants)
+		if err != nil {
+			return err
+		}
+		plans, err := o.loadPlans()
+		if err != nil {
+			return err
+		}
+		r, err := rate.New(rate.Config{}, catalog, plans, store, time.Now, log, prometheus.NewRegistry())
+		if err != nil {
+			return err
+		}
+		invs, err := r.RateStored(ctx, *only, *month)
+		fmt.Fprintf(stderr, "%d invoices written\n", len(invs))
+		if err != nil {
+			return err
+		}
+	}
+	sts, err := rate.Reader{Store: store}.Statements(ctx, *only, *month)
+	if err != nil {
+		return err
+	}
+	if *month != "" && len(sts) == 0 {
+		fmt.Fprintf(stderr, "no invoices for %s%s: months are rated when they close (`maumeter close`)\n", *month, forTenant(*only))
+	}
+	return rate.Write(stdout, *format, sts)
+}
+
+func forTenant(t string) string {
+	if t == "" {
+		return ""
+	}
+	return " of tenant " + t
+}
+
+// runAudit exports the devices billed on a tenant-month's invoice as CSV: the answer to a
+// disputed bill. The row count equals the invoice's MAU, and the command checks it.
+func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	o := &options{}
+	fs := flag.NewFlagSet("audit", flag.ContinueOnError)
+	o.commonFlags(fs)
+	o.clickhouseFlags(fs)
+	only := fs.String("tenant", "", "tenant (required)")
+	month := fs.String("month", "", "billing month YYYY-MM (required)")
+	version := fs.Uint("version", 0, "rollup version of the invoice (default: the latest)")
+	out := fs.String("out", "", "write the CSV to this file instead of stdout")
+	if err := parseFlags(fs, args, stderr); err != nil {
+		return err
+	}
+	if *only == "" || *month == "" {
+		return fmt.Errorf("%w: --tenant and --month are required", errUsage)
+	}
+	if _, err := calendar.ParseMonth(*month); err != nil {
+		return fmt.Errorf("%w: --month: %v", errUsage, err)
+	}
+	log, err := newLogger(stderr, o.logLevel)
+	if err != nil {
+		return err
+	}
+	store, err := chstore.Open(ctx, o.chConfig(), log)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	invs, err := store.Invoices(ctx, chstore.InvoiceFilter{TenantID: *only, Month: *month, AllVersions: true})
+	if err != nil {
+		return err
+	}
+	var inv *chstore.Invoice
+	for _, i := range invs {
+		if *version == 0 || uint(i.RollupVersion) == *version {
+			inv = i // ordered by version: the last match is the latest
+		}
+	}
+	if inv == nil {
+		return fmt.Errorf("no invoice for %s %s%s", *only, *month, map[bool]string{true: fmt.Sprintf(" rollup version %d", *version)}[*version > 0])
+	}
+	w := stdout
+	if *out != "" {
+		f, err := os.Create(*out)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		w = f
+	}
+	n, err := store.WriteBilledDevices(ctx, inv, w)
+	if err != nil {
+		return err
+	}
+	if *out != "" {
+		if err := w.(*os.File).Close(); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(stderr, "%s %s: %d billed devices, invoice %s (rollup version %d) MAU %d\n",
+		inv.TenantID, inv.Month, n, inv.InvoiceID, inv.RollupVersion, inv.MAU)
+	if uint64(n) != inv.MAU {
+		return errors.New("the exported devices do not match the invoice's MAU: the billing record changed after rating; investigate before answering the dispute")
+	}
+	return nil
+}
+
+// loadPlanCatalog loads the plan catalogue at path, or the embedded one when path is empty.
+func loadPlanCatalog(path string) (*plan.Catalog, error) {
+	if path != "" {
+		return nil, fmt.Errorf("%w: --plans: not supported yet", errUsage)
+	}
+	return plan.DefaultCatalog(), nil
+}
