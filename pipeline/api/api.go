@@ -31,8 +31,8 @@ type Check struct {
 // Config says what to mount.
 type Config struct {
 	Catalog  *tenant.Catalog
-	Ingest   http.Handler // POST /v1/events; nil when this role does not ingest
-	MAU      MAUReader    // GET /v1/tenants/{tenant}/mau; nil when not served
+	Ingest   http.Handler  // POST /v1/events; nil when this role does not ingest
+	MAU      MAUReader     // GET /v1/tenants/{tenant}/mau; nil when not served
 	Invoices InvoiceReader // GET /v1/tenants/{tenant}/invoices; nil when not served
 	Gatherer prometheus.Gatherer
 	Ready    []Check
