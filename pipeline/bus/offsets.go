@@ -3,6 +3,7 @@ package bus
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
@@ -35,8 +36,25 @@ func EndOffsets(ctx context.Context, brokers []string, topic string) (map[int]in
 }
 
 // CommittedOffsets returns the offsets group has committed on every partition of topic; a
-// partition without a commit is absent.
+// partition without a commit is absent. Transient coordinator errors (a broker that just
+// started, a coordinator moving) are retried for up to 15 seconds.
 func CommittedOffsets(ctx context.Context, brokers []string, group, topic string) (map[int]int64, error) {
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		out, err := committedOffsets(ctx, brokers, group, topic)
+		var kerr kafka.Error
+		if err == nil || !errors.As(err, &kerr) || !kerr.Temporary() || time.Now().After(deadline) {
+			return out, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+func committedOffsets(ctx context.Context, brokers []string, group, topic string) (map[int]int64, error) {
 	client := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second}
 	parts, err := partitions(ctx, client, topic)
 	if err != nil {

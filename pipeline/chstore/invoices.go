@@ -169,8 +169,9 @@ func (s *Store) CountBilled(ctx context.Context, inv *Invoice) (uint64, error) {
 // billedQuery selects from the billed devices of an invoice: its tenant-month, its billable apps,
 // and the rows its rollup version covered.
 func billedQuery(what string, inv *Invoice) (string, []any) {
+	// The bound is a string: a bound time.Time parameter would lose the milliseconds.
 	return `SELECT ` + what + ` FROM mau_devices WHERE tenant_id = ? AND month = ? AND has(?, app_id)
-		AND inserted_at <= ?`, []any{inv.TenantID, inv.Month, nonNilSlice(inv.BillableApps), inv.DevicesThrough.UTC()}
+		AND inserted_at <= toDateTime64(?, 3, 'UTC')`, []any{inv.TenantID, inv.Month, nonNilSlice(inv.BillableApps), chTime(inv.DevicesThrough)}
 }
 
 // MAUSQL is the literal SQL that reproduces an invoice's MAU, for its evidence.
@@ -186,8 +187,11 @@ func MAUSQL(database string, inv *Invoice) string {
 	return fmt.Sprintf("SELECT uniqExact(device_key) AS mau FROM %s.mau_devices WHERE tenant_id = %s AND month = %s"+
 		" AND has(%s, app_id) AND inserted_at <= toDateTime64(%s, 3, 'UTC')",
 		database, sqlString(inv.TenantID), sqlString(inv.Month), apps,
-		sqlString(inv.DevicesThrough.UTC().Format("2006-01-02 15:04:05.000")))
+		sqlString(chTime(inv.DevicesThrough)))
 }
+
+// chTime formats t for toDateTime64(…, 3, 'UTC').
+func chTime(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05.000") }
 
 // sqlString quotes s as a ClickHouse string literal. Ids are [A-Za-z0-9._-] already; the
 // escaping is for the reader's safety, not the ids'.
@@ -246,3 +250,22 @@ func (s *Store) WriteBilledDevices(ctx context.Context, inv *Invoice, w io.Write
 
 // Database is the name of the store's database.
 func (s *Store) Database() string { return s.cfg.Database }
+
+// InvoiceRows counts the rows of the invoices table as stored, before ReplacingMergeTree folds
+// copies: rating a rollup again must not add one.
+func (s *Store) InvoiceRows(ctx context.Context) (uint64, error) {
+	var n uint64
+	if err := s.conn.QueryRow(ctx, `SELECT count() FROM invoices`).Scan(&n); err != nil {
+		return 0, fmt.Errorf("count invoice rows: %w", err)
+	}
+	return n, nil
+}
+
+// QueryCount runs a query that returns one unsigned count, such as an invoice's mau_sql.
+func (s *Store) QueryCount(ctx context.Context, query string) (uint64, error) {
+	var n uint64
+	if err := s.conn.QueryRow(ctx, query).Scan(&n); err != nil {
+		return 0, fmt.Errorf("count query: %w", err)
+	}
+	return n, nil
+}
