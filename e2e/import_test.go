@@ -94,7 +94,7 @@ func TestImport(t *testing.T) {
 		loc, _ := time.LoadLocation(zones[tenant])
 		for month, set := range months {
 			m, _ := time.ParseInLocation("2006-01", month, loc)
-			if now.Before(m.AddDate(0, 1, 0).Add(72 * time.Hour)) {
+			if now.Before(m.AddDate(0, 1, 0).Add(48 * time.Hour)) {
 				continue
 			}
 			var versions, mau uint64

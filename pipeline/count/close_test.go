@@ -84,7 +84,7 @@ func newRig(t testing.TB, start time.Time) *rig {
 }
 
 func (r *rig) closeConfig() CloseConfig {
-	return CloseConfig{Grace: 72 * time.Hour, CheckInterval: 100 * time.Millisecond, AutoWindow: 35 * 24 * time.Hour, RollupsTopic: r.rollups}
+	return CloseConfig{Grace: 48 * time.Hour, CheckInterval: 100 * time.Millisecond, AutoWindow: 35 * 24 * time.Hour, RollupsTopic: r.rollups}
 }
 
 // startCounter runs a counter until the test ends.
@@ -158,7 +158,7 @@ func guids(prefix string, n int) []string {
 }
 
 // TestMonthCloseAndRestatement moves an injected clock across the end of October in Shanghai:
-// the month must not close before its 72 h grace, must close right after it with the exact MAU
+// the month must not close before its 48 h grace, must close right after it with the exact MAU
 // and the cross-checks, must leave memory, and a late device must produce version 2 with MAU+1.
 func TestMonthCloseAndRestatement(t *testing.T) {
 	shanghai, _ := time.LoadLocation("Asia/Shanghai")
@@ -181,13 +181,13 @@ func TestMonthCloseAndRestatement(t *testing.T) {
 	}
 
 	// One second before the grace ends: nothing closes.
-	r.clock.set(endOct.Add(72*time.Hour - time.Second))
+	r.clock.set(endOct.Add(48*time.Hour - time.Second))
 	time.Sleep(time.Second)
 	if latest, err := r.store.LatestRollups(ctx); err != nil || len(latest) != 0 {
 		t.Fatalf("rollups before the grace ended: %v, %v", latest, err)
 	}
 
-	r.clock.set(endOct.Add(72 * time.Hour))
+	r.clock.set(endOct.Add(48 * time.Hour))
 	v1 := r.rollup(t, "2026-10", 1)
 	if v1.Kind != "close" || v1.MAU != 300 || v1.MAUMemory != 300 || v1.MAUByApp["acme-app"] != 300 {
 		t.Errorf("v1 = %+v, want close with MAU 300 (memory 300, acme-app 300)", v1)

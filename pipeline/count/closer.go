@@ -25,9 +25,22 @@ var ErrNotCaughtUp = errors.New("counters have not consumed up to the close wate
 // ErrMonthNotOver is returned by Close for a month that has not ended in the tenant's zone.
 var ErrMonthNotOver = errors.New("month has not ended in the tenant's time zone")
 
+// DefaultGrace and MaxGrace bound the wait between the end of a month and its close. Fees are
+// deducted within the first 3 days of the next month, so the close (and the rating that follows
+// it within seconds) must happen before the end of day 3: the default leaves a day for late
+// events to arrive before the close and a day of margin after it; devices that arrive later are
+// restatements with adjustments.
+const (
+	DefaultGrace = 48 * time.Hour
+	MaxGrace     = 71 * time.Hour
+)
+
 // CloseConfig says when months close.
 type CloseConfig struct {
-	Grace         time.Duration // after the end of the month in the tenant's zone (default 72h)
+	// Grace is how long after the end of the month in the tenant's zone it closes (default 48h).
+	// It must leave time to rate the month before the end of day 3 of the next month, when its
+	// fees are deducted: at most MaxGrace.
+	Grace         time.Duration
 	CheckInterval time.Duration // how often the closer looks (default 10s)
 	// AutoWindow bounds automatic closes: a month whose close time is older than this is a
 	// backfill and closes only when an import finishes or an operator runs `maumeter close`
@@ -37,11 +50,11 @@ type CloseConfig struct {
 }
 
 func (c *CloseConfig) validate() error {
-	if c.Grace < 0 {
-		return fmt.Errorf("%w: close grace %s is negative", ErrConfig, c.Grace)
+	if c.Grace < 0 || c.Grace > MaxGrace {
+		return fmt.Errorf("%w: close grace %s must be between 0 and %s: a month must be closed and rated before the end of day 3 of the next month", ErrConfig, c.Grace, MaxGrace)
 	}
 	if c.Grace == 0 {
-		c.Grace = 72 * time.Hour
+		c.Grace = DefaultGrace
 	}
 	if c.CheckInterval <= 0 {
 		c.CheckInterval = 10 * time.Second

@@ -18,6 +18,7 @@ import (
 	"github.com/maumeter/maumeter/pipeline/chstore"
 	"github.com/maumeter/maumeter/pipeline/count"
 	. "github.com/maumeter/maumeter/pipeline/rate"
+	"github.com/maumeter/maumeter/pkg/calendar"
 	"github.com/maumeter/maumeter/pkg/event"
 	"github.com/maumeter/maumeter/pkg/plan"
 	"github.com/maumeter/maumeter/pkg/sketch"
@@ -324,4 +325,26 @@ func metric(t *testing.T, reg *prometheus.Registry, name, label string) float64 
 		}
 	}
 	return 0
+}
+
+// TestDefaultScheduleInvoicesBeforeDay3Ends checks the schedule: with the default grace, every
+// month of a year in zones around the world closes (and is rated within seconds) at least a
+// day before its invoice is due at the end of day 3 of the next month, DST changes included;
+// the longest grace allowed still closes before it.
+func TestDefaultScheduleInvoicesBeforeDay3Ends(t *testing.T) {
+	for _, zone := range []string{"UTC", "Asia/Shanghai", "America/New_York", "Europe/Berlin", "Pacific/Auckland", "Pacific/Kiritimati", "Pacific/Pago_Pago", "Australia/Lord_Howe"} {
+		loc, err := time.LoadLocation(zone)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for m := (calendar.Month{Year: 2026, Month: time.January}); m.Year == 2026; m = m.Next() {
+			due := DueBy(m, loc)
+			if closeAt := m.End(loc).Add(count.DefaultGrace); due.Sub(closeAt) < 23*time.Hour {
+				t.Errorf("%s %s: default close at %s leaves %s before the invoice is due at %s", zone, m, closeAt, due.Sub(closeAt), due)
+			}
+			if closeAt := m.End(loc).Add(count.MaxGrace); !closeAt.Before(due) {
+				t.Errorf("%s %s: the longest grace closes at %s, not before the due time %s", zone, m, closeAt, due)
+			}
+		}
+	}
 }
