@@ -44,6 +44,7 @@ tenants:
     purchased: 2026-01-01
     time_zone: Pacific/Auckland
     apps: [nz-super]
+    contract: {included_mau: 100, unit_price_usd: "0.015"}
     ingest_keys: [%s]
 `
 
@@ -281,6 +282,8 @@ func startPipeline(t *testing.T, name string) *pipeline {
 		"MAUMETER_CLICKHOUSE_DATABASE=" + p.database,
 		"MAUMETER_EVENTS_TOPIC=" + p.topic,
 		"MAUMETER_COUNT_GROUP=" + p.group,
+		"MAUMETER_ROLLUPS_TOPIC=e2e.rollups." + id,
+		"MAUMETER_RATE_GROUP=e2e-rate-" + id,
 		"MAUMETER_TENANTS=" + tenants,
 		"MAUMETER_SESSION_TIMEOUT=6s",
 		"MAUMETER_CHECKPOINT_INTERVAL=2s",

@@ -217,17 +217,9 @@ func (c *Closer) Close(ctx context.Context, tm tenantMonth) (*chstore.Rollup, er
 		if err != nil {
 			return nil, err
 		}
-		prev := latest[tm]
-		if prev != nil {
-			facts, err := c.store.Facts(ctx, tm)
-			if err != nil {
-				return nil, err
-			}
-			if !facts.DevicesThrough.After(prev.DevicesThrough) {
-				return nil, nil
-			}
-		}
-		r, err := c.close(ctx, tm, prev, pub)
+		// Whether a closed month has new devices is known only once the counters caught up:
+		// close waits for that before it looks.
+		r, err := c.close(ctx, tm, latest[tm], pub)
 		if !errors.Is(err, ErrNotCaughtUp) {
 			return r, err
 		}
@@ -240,7 +232,8 @@ func (c *Closer) Close(ctx context.Context, tm tenantMonth) (*chstore.Rollup, er
 }
 
 // close writes the next rollup version of tm once the counters have caught up with its
-// watermark, and publishes it.
+// watermark, and publishes it. For a closed month (prev not nil) without new devices since
+// prev it writes nothing and returns nil.
 func (c *Closer) close(ctx context.Context, tm tenantMonth, prev *chstore.Rollup, pub *bus.JSONPublisher) (*chstore.Rollup, error) {
 	wm, err := c.watermark(ctx, tm)
 	if err != nil {
@@ -258,6 +251,12 @@ func (c *Closer) close(ctx context.Context, tm tenantMonth, prev *chstore.Rollup
 	facts, err := c.store.Facts(ctx, tm)
 	if err != nil {
 		return nil, err
+	}
+	if prev != nil && !facts.DevicesThrough.After(prev.DevicesThrough) {
+		c.mu.Lock()
+		delete(c.watermarks, tm)
+		c.mu.Unlock()
+		return nil, nil
 	}
 	parts, err := c.store.LatestPartitionRollups(ctx, -1, &tm)
 	if err != nil {
