@@ -41,7 +41,7 @@ type composeRole struct {
 
 var afterMigrate = map[string]string{"migrate": types.ServiceConditionCompletedSuccessfully}
 
-// The archive and rate roles join when `maumeter archive` and `maumeter rate` exist.
+// The archive role joins when `maumeter archive` exists.
 var composeRoles = []composeRole{
 	{"migrate", "migrate", "", true, map[string]string{
 		"kafka":      types.ServiceConditionHealthy,
@@ -49,6 +49,7 @@ var composeRoles = []composeRole{
 	}},
 	{"ingest", "ingest", "8080", false, afterMigrate},
 	{"count", "count", "9464", true, afterMigrate},
+	{"rate", "rate", "9465", true, afterMigrate},
 }
 
 const (
