@@ -269,3 +269,21 @@ func (s *Store) QueryCount(ctx context.Context, query string) (uint64, error) {
 	}
 	return n, nil
 }
+
+// InvoicedMonths returns the tenant-months not before fromMonth (YYYY-MM) that have an invoice.
+func (s *Store) InvoicedMonths(ctx context.Context, fromMonth string) (map[TenantMonth]bool, error) {
+	rows, err := s.conn.Query(ctx, `SELECT DISTINCT tenant_id, month FROM invoices WHERE month >= ?`, fromMonth)
+	if err != nil {
+		return nil, fmt.Errorf("invoiced months: %w", err)
+	}
+	defer rows.Close()
+	out := map[TenantMonth]bool{}
+	for rows.Next() {
+		var tm TenantMonth
+		if err := rows.Scan(&tm.TenantID, &tm.Month); err != nil {
+			return nil, fmt.Errorf("invoiced months: scan: %w", err)
+		}
+		out[tm] = true
+	}
+	return out, rows.Err()
+}

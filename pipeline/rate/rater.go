@@ -1,11 +1,13 @@
 package rate
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -13,6 +15,7 @@ import (
 
 	"github.com/maumeter/maumeter/pipeline/bus"
 	"github.com/maumeter/maumeter/pipeline/chstore"
+	"github.com/maumeter/maumeter/pkg/calendar"
 	"github.com/maumeter/maumeter/pkg/plan"
 	"github.com/maumeter/maumeter/pkg/tenant"
 )
@@ -29,6 +32,9 @@ type Config struct {
 	RollupsTopic string        // default bus.RollupsTopic
 	Group        string        // default Group
 	RetryBackoff time.Duration // first wait after a failed rating (ClickHouse down); doubles to 30s (default 500ms)
+	// OverdueInterval is how often the rater counts the months whose invoice is overdue
+	// (default 1m).
+	OverdueInterval time.Duration
 }
 
 // Rater rates rollups into invoices. Rate is safe for concurrent use; Run consumes the rollups
@@ -46,6 +52,7 @@ type Rater struct {
 	late      prometheus.Counter
 	skipped   *prometheus.CounterVec
 	errors    prometheus.Counter
+	overdue   prometheus.Gauge
 }
 
 // New returns a rater. now is the clock (time.Now in production).
@@ -59,6 +66,9 @@ func New(cfg Config, tenants *tenant.Catalog, plans *plan.Catalog, store *chstor
 	if cfg.RetryBackoff <= 0 {
 		cfg.RetryBackoff = 500 * time.Millisecond
 	}
+	if cfg.OverdueInterval <= 0 {
+		cfg.OverdueInterval = time.Minute
+	}
 	r := &Rater{cfg: cfg, tenants: tenants, plans: plans, store: store, now: now, log: log,
 		invoices: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "maumeter_rater_invoices_total",
 			Help: "Invoices written, by rollup kind (close, restatement)."}, []string{"kind"}),
@@ -70,9 +80,11 @@ func New(cfg Config, tenants *tenant.Catalog, plans *plan.Catalog, store *chstor
 			Help: "Rollup messages that cannot be rated and were skipped, by reason (unknown_schema, bad_json, unknown_tenant, invalid)."}, []string{"reason"}),
 		errors: prometheus.NewCounter(prometheus.CounterOpts{Name: "maumeter_rater_errors_total",
 			Help: "Failed ratings that are retried (ClickHouse unreachable)."}),
+		overdue: prometheus.NewGauge(prometheus.GaugeOpts{Name: "maumeter_rater_months_overdue",
+			Help: "Tenant-months with devices whose invoice is due (end of day 3 of the next month) and does not exist: alert on > 0."}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{r.invoices, r.unchanged, r.late, r.skipped, r.errors} {
+		for _, c := range []prometheus.Collector{r.invoices, r.unchanged, r.late, r.skipped, r.errors, r.overdue} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("rater metrics: %w", err)
 			}
@@ -133,6 +145,7 @@ func (r *Rater) Run(ctx context.Context) error {
 	})
 	defer rd.Close()
 	r.log.Info("rater started", "topic", r.cfg.RollupsTopic, "group", r.cfg.Group)
+	go r.watchOverdue(ctx)
 	for {
 		msg, err := rd.FetchMessage(ctx)
 		if err != nil {
@@ -235,4 +248,54 @@ func (r *Rater) RateStored(ctx context.Context, tenantID, month string) ([]*chst
 		}
 	}
 	return out, nil
+}
+
+// Overdue returns the tenant-months of the catalogue's tenants, among the last three months,
+// that have devices but no invoice although their invoice is due.
+func (r *Rater) Overdue(ctx context.Context) ([]chstore.TenantMonth, error) {
+	now := r.now()
+	from := calendar.MonthOf(now, time.UTC).Prev().Prev().Prev()
+	months, err := r.store.MonthsWithDevices(ctx, from.String())
+	if err != nil {
+		return nil, err
+	}
+	invoiced, err := r.store.InvoicedMonths(ctx, from.String())
+	if err != nil {
+		return nil, err
+	}
+	var out []chstore.TenantMonth
+	for tm := range months {
+		t, ok := r.tenants.Tenant(tm.TenantID)
+		m, err := calendar.ParseMonth(tm.Month)
+		if !ok || err != nil || invoiced[tm] || now.Before(DueBy(m, t.Location())) {
+			continue
+		}
+		out = append(out, tm)
+	}
+	slices.SortFunc(out, func(a, b chstore.TenantMonth) int {
+		return cmp.Or(cmp.Compare(a.TenantID, b.TenantID), cmp.Compare(a.Month, b.Month))
+	})
+	return out, nil
+}
+
+// watchOverdue keeps maumeter_rater_months_overdue current and logs each overdue month.
+func (r *Rater) watchOverdue(ctx context.Context) {
+	t := time.NewTicker(r.cfg.OverdueInterval)
+	defer t.Stop()
+	for {
+		if late, err := r.Overdue(ctx); err == nil {
+			r.overdue.Set(float64(len(late)))
+			for _, tm := range late {
+				r.log.Error("invoice overdue: the month has devices, its fees are due, and it is not rated (is it closed? see maumeter_close_* and the counters' lag)",
+					"tenant", tm.TenantID, "month", tm.Month)
+			}
+		} else if ctx.Err() == nil {
+			r.log.Warn("overdue check", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }

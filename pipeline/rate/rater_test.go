@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -35,7 +36,7 @@ type rig struct {
 	store   *chstore.Store
 	catalog *tenant.Catalog
 	closer  *count.Closer
-	now     time.Time
+	clock   atomic.Int64 // unix ns of the injected clock
 	log     *slog.Logger
 	// partitions is what a counter of partition 0 would hold per tenant: the devices are all
 	// written as if from partition 0.
@@ -61,6 +62,9 @@ const rigCatalog = `tenants:
     testing_apps: [initech-test]
 `
 
+func (r *rig) now() time.Time  { return time.Unix(0, r.clock.Load()).UTC() }
+func (r *rig) set(t time.Time) { r.clock.Store(t.UnixNano()) }
+
 func newRig(t *testing.T) *rig {
 	t.Helper()
 	brokers, ch := os.Getenv("MAUMETER_KAFKA_BROKERS"), os.Getenv("MAUMETER_CLICKHOUSE_ADDR")
@@ -72,8 +76,9 @@ func newRig(t *testing.T) *rig {
 	}
 	id := fmt.Sprintf("%s-%d", t.Name(), time.Now().UnixNano())
 	r := &rig{brokers: []string{brokers}, events: "test.events." + id, rollups: "test.rollups." + id, id: id,
-		now: time.Date(2026, 11, 3, 12, 0, 0, 0, time.UTC), partitions: map[string]*partition{"acme": {sk: sketch.NewMonth()}, "initech": {sk: sketch.NewMonth()}},
+		partitions: map[string]*partition{"acme": {sk: sketch.NewMonth()}, "initech": {sk: sketch.NewMonth()}},
 		log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))}
+	r.set(time.Date(2026, 11, 3, 12, 0, 0, 0, time.UTC))
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	var err error
@@ -95,7 +100,7 @@ func newRig(t *testing.T) *rig {
 		t.Fatal(err)
 	}
 	r.closer, err = count.NewCloser(count.CloseConfig{RollupsTopic: r.rollups}, r.brokers, r.events, "test-count-"+id,
-		r.catalog, r.store, func() time.Time { return r.now }, r.log, prometheus.NewRegistry())
+		r.catalog, r.store, r.now, r.log, prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -146,7 +151,7 @@ func (r *rig) startRater(t *testing.T, group string) (*Rater, *prometheus.Regist
 	t.Helper()
 	reg := prometheus.NewRegistry()
 	rt, err := New(Config{Brokers: r.brokers, RollupsTopic: r.rollups, Group: group}, r.catalog, plan.DefaultCatalog(), r.store,
-		func() time.Time { return r.now }, r.log, reg)
+		r.now, r.log, reg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -201,7 +206,19 @@ func TestRaterInvoicesRestatementsAndReruns(t *testing.T) {
 	ctx := context.Background()
 	r.devices(t, "acme", "acme-app", 0, 25)
 	r.devices(t, "acme", "acme-qa", 0, 5)
-	_, reg := r.startRater(t, "test-rate-"+r.id)
+	rt, reg := r.startRater(t, "test-rate-"+r.id)
+	// Before 16:00Z on Nov 3 (the end of day 3 in Shanghai) October is not due; after it, a
+	// month with devices and no invoice is overdue.
+	overdue := func(want string) {
+		t.Helper()
+		late, err := rt.Overdue(ctx)
+		if got := fmt.Sprint(late); err != nil || got != want {
+			t.Errorf("overdue at %s = %s, %v; want %s", r.now(), got, err, want)
+		}
+	}
+	overdue("[]")
+	r.set(time.Date(2026, 11, 3, 16, 0, 0, 0, time.UTC))
+	overdue("[{acme 2026-10}]")
 	v1 := r.close(t, "acme")
 
 	inv := r.waitInvoice(t, "acme", 1)
@@ -214,10 +231,11 @@ func TestRaterInvoicesRestatementsAndReruns(t *testing.T) {
 		t.Errorf("v1 evidence: hll %d agrees %v devices_through %s, rollup hll %d through %s",
 			inv.HLLEstimate, inv.HLLAgrees, inv.DevicesThrough, v1.HLLEstimate, v1.DevicesThrough)
 	}
-	if want := time.Date(2026, 11, 3, 16, 0, 0, 0, time.UTC); !inv.DueBy.Equal(want) { // end of Nov 3 in Shanghai
-		t.Errorf("due by %s, want %s", inv.DueBy, want)
+	if want := time.Date(2026, 11, 3, 16, 0, 0, 0, time.UTC); !inv.DueBy.Equal(want) || !inv.RatedAt.Equal(want) { // end of Nov 3 in Shanghai
+		t.Errorf("due by %s, rated at %s, want %s", inv.DueBy, inv.RatedAt, want)
 	}
 	checkEvidence(t, r.store, inv)
+	overdue("[]")
 
 	// Garbage and a tenant the catalogue does not know are skipped; what follows is rated.
 	r.publishRaw(t, "acme/2026-10", bus.RollupSchema, []byte("{not json"))
@@ -226,7 +244,7 @@ func TestRaterInvoicesRestatementsAndReruns(t *testing.T) {
 
 	// Three late devices: a restatement, invoiced with an adjustment of 3 × 0.015 = 0.045:
 	// 0.27 − 0.23 = 0.04 (each total is rounded once, the adjustment is their difference).
-	r.now = r.now.Add(time.Hour)
+	r.set(r.now().Add(time.Hour))
 	r.devices(t, "acme", "acme-app", 25, 3)
 	r.close(t, "acme")
 	inv2 := r.waitInvoice(t, "acme", 2)
@@ -257,7 +275,7 @@ func TestRaterInvoicesRestatementsAndReruns(t *testing.T) {
 	if err != nil || rows != 2 {
 		t.Fatalf("invoice rows = %d, %v; want 2", rows, err)
 	}
-	r.now = r.now.Add(time.Hour)
+	r.set(r.now().Add(time.Hour))
 	_, reg2 := r.startRater(t, "test-rate-again-"+r.id)
 	deadline := time.Now().Add(45 * time.Second)
 	for metric(t, reg2, "maumeter_rater_already_rated_total", "") < 2 && time.Now().Before(deadline) {
