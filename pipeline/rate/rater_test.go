@@ -77,7 +77,7 @@ func newRig(t *testing.T) *rig {
 	id := fmt.Sprintf("%s-%d", t.Name(), time.Now().UnixNano())
 	r := &rig{brokers: []string{brokers}, events: "test.events." + id, rollups: "test.rollups." + id, id: id,
 		partitions: map[string]*partition{"acme": {sk: sketch.NewMonth()}, "initech": {sk: sketch.NewMonth()}},
-		log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))}
+		log:        slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))}
 	r.set(time.Date(2026, 11, 3, 12, 0, 0, 0, time.UTC))
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
