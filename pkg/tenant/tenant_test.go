@@ -87,6 +87,7 @@ func TestParseErrors(t *testing.T) {
 	f(a+`, contract: {unit_price_usd: 0.012}}`, `tenants.yaml: tenant "acme": contract.unit_price_usd: 0.012 is not a decimal (a non-negative number in quotes, e.g. "0.012")`)
 	f(a+`, contract: {unit_price_usd: '-1'}}`, `tenants.yaml: tenant "acme": contract.unit_price_usd: "-1" is not a decimal (a non-negative number in quotes, e.g. "0.012")`)
 	f(a+`, contract: {included_mau: -5}}`, `tenants.yaml: tenant "acme": contract.included_mau: -5 is below the minimum, 0`)
+	f(a+`, contract: {included_mau: 123456789012345678901234567890}}`, `tenants.yaml: tenant "acme": contract.included_mau: 123456789012345678901234567890 is above the maximum, 9223372036854775807`)
 	f(a+`, contract: {included_mau: lots}}`, `tenants.yaml: tenant "acme": contract.included_mau: "lots" is not an integer`)
 	f(a+`, contract: {}}`, `tenants.yaml: tenant "acme": contract: must not be empty`)
 	f(a+`, contract: {discount: 5}}`, `tenants.yaml: tenant "acme": contract.discount: unknown field`)

@@ -401,11 +401,11 @@ func scalar(n *yaml.Node) (any, error) {
 		if err := n.Decode(&u); err == nil {
 			return u, nil
 		}
-		if isDigits(n.Value) { // exact, however large
-			return json.Number(n.Value), nil
-		}
 		return n.Value, nil
 	case "!!float":
+		if isDigits(n.Value) { // YAML's reading of an integer beyond 64 bits: keep it exact
+			return json.Number(n.Value), nil
+		}
 		var f float64
 		if err := n.Decode(&f); err == nil && !math.IsInf(f, 0) && !math.IsNaN(f) {
 			return f, nil
