@@ -9,6 +9,7 @@
 package plan
 
 import (
+	"bytes"
 	_ "embed"
 	"errors"
 	"fmt"
@@ -142,7 +143,9 @@ func ParseCatalog(name string, data []byte) (*Catalog, error) {
 		return nil, fmt.Errorf("%w: %w", ErrInvalid, errors.Join(errs...))
 	}
 	c := &Catalog{name: name}
-	if err := yaml.Unmarshal(data, c); err != nil { // the schema admitted it: cannot fail
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true) // a field the schema admits but Plan lacks is a bug: say so
+	if err := dec.Decode(c); err != nil {
 		return nil, fmt.Errorf("%w: %s: %w", ErrInvalid, name, err)
 	}
 	c.byID = make(map[string]*Plan, len(c.Plans))

@@ -10,6 +10,7 @@
 package tenant
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -199,7 +200,9 @@ func Parse(name string, data []byte, opts ...Option) (*Catalog, error) {
 	var doc struct {
 		Tenants []*Tenant `yaml:"tenants"`
 	}
-	if err := yaml.Unmarshal(data, &doc); err != nil { // the schema admitted it: cannot fail
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true) // a field the schema admits but Tenant lacks is a bug: say so
+	if err := dec.Decode(&doc); err != nil {
 		return nil, fmt.Errorf("%w: %s: %w", ErrInvalid, name, err)
 	}
 	c := &Catalog{Tenants: doc.Tenants, name: name, byID: make(map[string]*Tenant, len(doc.Tenants))}
@@ -234,7 +237,7 @@ func schemaError(name string, raw any, v yamlschema.Violation) error {
 		who := fmt.Sprintf("tenants[%d]", p[1].Index)
 		if list, ok := raw.(map[string]any)["tenants"].([]any); ok {
 			if t, ok := list[p[1].Index].(map[string]any); ok {
-				if id, ok := t["id"].(string); ok && event.ValidID(id) {
+				if id := fmt.Sprint(t["id"]); t["id"] != nil && event.ValidID(id) { // YAML may read an id as a number
 					who = fmt.Sprintf("tenant %q", id)
 				}
 			}

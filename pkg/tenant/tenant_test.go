@@ -98,6 +98,7 @@ func TestParseErrors(t *testing.T) {
 	f("tenants:\n  - {id: a, plan: pro, purchased: 15/03/2026, apps: [x]}", `tenants.yaml: tenant "a": purchased: "15/03/2026" is not a date (YYYY-MM-DD)`)
 	f("tenants:\n  - {id: 'a b', plan: pro, purchased: 2026-01-01, apps: [x]}", `tenants.yaml: tenants[0]: id: "a b" must be 1-64 of [A-Za-z0-9._-]`)
 	f("tenants:\n  - {plan: pro, purchased: 2026-01-01, apps: [x]}", `tenants.yaml: tenants[0]: id: required`)
+	f("tenants:\n  - {id: 42, plan: pro, purchased: 2026-01-01, apps: x}", `tenants.yaml: tenant "42": apps: "x" is not a list`)
 	f("tenants:\n  - {id: a, plan: pro, purchased: 2026-01-01, apps: [bad/app]}", `tenants.yaml: tenant "a": apps[0]: "bad/app" must be 1-64 of [A-Za-z0-9._-]`)
 	f("tenants:\n  - {id: a, plan: pro, purchased: 2026-01-01, apps: [x, x]}", `tenants.yaml: tenant "a": apps: "x" listed twice`)
 	f("tenants:\n  - {id: a, plan: pro, purchased: 2026-01-01, apps: x}", `tenants.yaml: tenant "a": apps: "x" is not a list`)

@@ -313,8 +313,8 @@ func comparePaths(a, b []Step) int {
 // written (2026-03-15 stays a string), refuses duplicate and non-scalar keys, and expands
 // aliases; a number JSON cannot hold (.inf, 1e999) stays the text written. YAML reads an
 // unquoted all-digit string (a hex key id, an app id) as a number: schemas accept numbers for
-// such fields and the typed decode reads their text. An empty document is nil. Errors name the
-// line.
+// such fields and the typed decode reads their text. Merge keys (<<) are not expanded: a schema
+// without them sees an unknown field. An empty document is nil. Errors name the line.
 func Decode(data []byte) (any, error) {
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err != nil {
