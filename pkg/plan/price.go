@@ -195,7 +195,8 @@ func (c *Catalog) TermsOn(t *tenant.Tenant, year int, month time.Month, day int)
 // MAU of all apps and is flagged poc_cap_exceeded when exceeded. A month without a purchase in
 // force is flagged no_active_plan and not charged; its MAU is still reported. Testing apps are
 // billable only when t says bill_testing_apps; apps t does not list are billable and flagged
-// unlisted_app.
+// unlisted_app. t must be a tenant of a catalogue checked against c (ParseTenants,
+// CheckTenants); otherwise a purchase of a plan c lacks is flagged unknown_plan, not charged.
 func (c *Catalog) Price(t *tenant.Tenant, u Usage) Bill {
 	b := Bill{TenantID: t.ID, Month: u.Month.String(), UnitPrice: decimal.Zero, Amount: decimal.Zero,
 		Flags: []string{}, UnlistedApps: []string{}, Entitlements: Entitlements{Flags: []string{}}}
@@ -221,7 +222,7 @@ func (c *Catalog) Price(t *tenant.Tenant, u Usage) Bill {
 	if len(b.UnlistedApps) > 0 {
 		b.Flags = append(b.Flags, FlagUnlistedApp)
 	}
-	b.Entitlements.MiniPrograms = int(min(u.MiniPrograms, math.MaxInt32))
+	b.Entitlements.MiniPrograms = int(min(u.MiniPrograms, math.MaxInt))
 	b.TestingMAU, b.TotalMAU = toInt64(testing), toInt64(addSat(production, testing))
 	b.MAU = toInt64(production)
 	if t.BillTestingApps {
