@@ -1,5 +1,6 @@
 // Package schemas exposes the project's schemas to Go: the ClickHouse migrations applied by
-// `maumeter migrate`, and the event schema. The files themselves are the documentation.
+// `maumeter migrate`, the event schema, the OpenAPI document and the JSON schemas of the two YAML
+// catalogues. The files themselves are the documentation.
 package schemas
 
 import "embed"
@@ -16,3 +17,13 @@ const ClickHouseDir = "clickhouse"
 //
 //go:embed openapi.yaml
 var OpenAPI []byte
+
+// TenantsSchema is the JSON schema (draft 2020-12) of the tenant catalogue, tenants.yaml.
+//
+//go:embed catalog/tenants.schema.json
+var TenantsSchema []byte
+
+// PlansSchema is the JSON schema (draft 2020-12) of the plan catalogue, plans.yaml.
+//
+//go:embed catalog/plans.schema.json
+var PlansSchema []byte

@@ -9,11 +9,14 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/maumeter/maumeter/pipeline/bus"
+	"github.com/maumeter/maumeter/pipeline/chstore"
 	"github.com/maumeter/maumeter/pipeline/loadgen"
+	"github.com/maumeter/maumeter/pkg/calendar"
 	"github.com/maumeter/maumeter/pkg/plan"
 )
 
@@ -60,12 +63,19 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			o.tenants = f.Name()
 		}
 	}
+	plans, err := plan.Default()
+	if err != nil {
+		return err
+	}
 	fmt.Fprintf(stdout, "maumeter demo: in-process Kafka, ClickHouse at %s (database %s)\n", o.chAddr, o.chDatabase)
 	s, err := build(ctx, o, roleParts{ingest: true, count: true, embeddedKafka: true}, stderr)
 	if err != nil {
 		return err
 	}
 	defer s.close()
+	if err := plans.CheckTenants(s.catalog); err != nil {
+		return err
+	}
 	// The demo is its own SDK: one fresh ingest key per tenant, known to this process only.
 	var keys map[string]string
 	if s.keys, keys, err = demoKeys(s.catalog); err != nil {
@@ -127,21 +137,26 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "tenant\tplan\ttime zone\tmonth\tMAU\tsent (truth)\tincluded\toverage\tUSD/MAU\tbill USD\tflags\t")
+	fmt.Fprintln(tw, "tenant\tplan\ttime zone\tmonth\tMAU\tsent (truth)\ttesting\tbillable\tincluded\toverage\tUSD/MAU\tbill USD\tflags\t")
 	mismatch := 0
 	for _, r := range rows {
 		t, _ := s.catalog.Tenant(r.TenantID)
-		b := plan.Rate(plan.Builtin[t.Plan], t.Contract, int64(r.MAU))
+		month, err := calendar.ParseMonth(r.Month)
+		if err != nil {
+			return err
+		}
+		facts, err := s.store.Facts(ctx, chstore.TenantMonth{TenantID: r.TenantID, Month: r.Month})
+		if err != nil {
+			return err
+		}
+		b := plans.Price(t, plan.Usage{Month: month, MAUByApp: facts.ByApp})
 		truth := st.Truth[r.TenantID][r.Month]
 		if truth != int(r.MAU) {
 			mismatch++
 		}
-		flags, _ := json.Marshal(b.Flags)
-		if b.Flags == nil {
-			flags = []byte("")
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%s\t%s\t%s\t\n", r.TenantID, t.Plan, t.TimeZone, r.Month,
-			r.MAU, truth, b.IncludedMAU, b.OverageMAU, b.UnitPrice.String(), b.Amount.StringFixed(2), flags)
+		flags := strings.Join(b.Flags, ",")
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t%s\t\n", r.TenantID, b.Plan, t.TimeZone, r.Month,
+			r.MAU, truth, b.TestingMAU, b.MAU, b.IncludedMAU, b.OverageMAU, b.UnitPrice.String(), b.Amount.StringFixed(2), flags)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -151,8 +166,8 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if mismatch > 0 {
 		return fmt.Errorf("%d tenant-months differ from the generator's truth", mismatch)
 	}
-	fmt.Fprintln(stdout, "\nevery tenant-month equals the truth the generator kept. Bills are priced on the plan's")
-	fmt.Fprintln(stdout, "figures (and contract overrides); invoices with evidence come with the rater.")
+	fmt.Fprintln(stdout, "\nevery tenant-month equals the truth the generator kept. Bills are priced by pkg/plan on the")
+	fmt.Fprintln(stdout, "embedded plan catalogue (testing apps reported, not billed); invoices with evidence come with the rater.")
 	return nil
 }
 

@@ -17,7 +17,6 @@ import (
 	"github.com/maumeter/maumeter/pipeline/rate"
 	"github.com/maumeter/maumeter/pkg/calendar"
 	"github.com/maumeter/maumeter/pkg/plan"
-	"github.com/maumeter/maumeter/pkg/tenant"
 )
 
 func (o *options) rateFlags(fs *flag.FlagSet) {
@@ -77,11 +76,11 @@ func runRate(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	defer store.Close()
 	if *stored {
-		catalog, err := tenant.Load(o.tenants)
+		plans, err := o.loadPlans()
 		if err != nil {
 			return err
 		}
-		plans, err := o.loadPlans()
+		catalog, err := plans.LoadTenants(o.tenants)
 		if err != nil {
 			return err
 		}
@@ -182,8 +181,5 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 
 // loadPlanCatalog loads the plan catalogue at path, or the embedded one when path is empty.
 func loadPlanCatalog(path string) (*plan.Catalog, error) {
-	if path != "" {
-		return nil, fmt.Errorf("%w: --plans: not supported yet", errUsage)
-	}
-	return plan.DefaultCatalog(), nil
+	return plan.LoadCatalog(path)
 }

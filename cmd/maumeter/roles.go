@@ -205,8 +205,12 @@ func build(ctx context.Context, o *options, parts roleParts, stderr io.Writer) (
 		}
 	}
 	if parts.rate {
+		// The rater prices with the plan catalogue: every tenant's plans must be in it.
 		plans, err := o.loadPlans()
 		if err != nil {
+			return nil, err
+		}
+		if err := plans.CheckTenants(s.catalog); err != nil {
 			return nil, err
 		}
 		s.rater, err = rate.New(rate.Config{Brokers: s.brokers, RollupsTopic: o.rollupsTopic, Group: o.rateGroup},

@@ -61,7 +61,7 @@ func Build(t *tenant.Tenant, plans *plan.Catalog, r *chstore.Rollup, prev *chsto
 		RollupVersion: r.Version, RollupKind: r.Kind,
 		Plan: bill.Plan, PlanPurchased: bill.PlanPurchased, PlanValidUntil: bill.PlanValidUntil, Contract: bill.Contract,
 		MAU: uint64(bill.MAU), TestingMAU: uint64(bill.TestingMAU), TotalMAU: uint64(bill.TotalMAU),
-		MAUByApp: r.MAUByApp, BillableApps: BillableApps(t, r.MAUByApp),
+		MAUByApp: r.MAUByApp, BillableApps: BillableApps(t, plans, m, r.MAUByApp),
 		IncludedMAU: uint64(bill.IncludedMAU), OverageMAU: uint64(bill.OverageMAU),
 		UnitPriceUSD: bill.UnitPrice.String(), AmountUSD: bill.Amount.Round(2),
 		Flags:       slices.Sorted(slices.Values(bill.Flags)),
@@ -94,13 +94,18 @@ func Build(t *tenant.Tenant, plans *plan.Catalog, r *chstore.Rollup, prev *chsto
 	return inv, nil
 }
 
-// BillableApps lists, sorted, the apps of a month whose devices are billed: every app but the
-// tenant's testing apps, which are billed only when the tenant says bill_testing_apps. An app the
-// catalogue no longer lists was production when its events were accepted, so it is billed.
-func BillableApps(t *tenant.Tenant, byApp map[string]uint64) []string {
+// BillableApps lists, sorted, the apps of a month whose devices count toward the plan's
+// included MAU (plan.Bill.MAU): every app but the tenant's testing apps, which count only when
+// the tenant says bill_testing_apps or on a hard-capped (POC) plan, whose cap covers all apps. An
+// app the catalogue no longer lists was production when its events were accepted, so it counts.
+func BillableApps(t *tenant.Tenant, plans *plan.Catalog, m calendar.Month, byApp map[string]uint64) []string {
+	all := t.BillTestingApps
+	if terms, err := plans.Terms(t, m); err == nil && terms.Plan.HardCap {
+		all = true
+	}
 	out := []string{}
-	for app := range byApp {
-		if _, testing := t.App(app); !testing || t.BillTestingApps {
+	for app, n := range byApp {
+		if _, testing := t.App(app); n > 0 && (!testing || all) {
 			out = append(out, app)
 		}
 	}

@@ -93,7 +93,7 @@ func TestBuild(t *testing.T) {
 		MAUByApp: map[string]uint64{"acme-app": 212_345, "acme-qa": 55}, HLLEstimate: 213_000, HLLRelativeError: 0.0081,
 		DevicesThrough: through}
 	now := time.Date(2026, 11, 3, 2, 0, 0, 0, time.UTC)
-	inv, err := Build(a, plan.DefaultCatalog(), r, nil, "maumeter", now)
+	inv, err := Build(a, plans(t), r, nil, "maumeter", now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -116,7 +116,7 @@ func TestBuild(t *testing.T) {
 	r2 := *r
 	r2.Version, r2.Kind, r2.MAU = 2, "restatement", 212_403
 	r2.MAUByApp = map[string]uint64{"acme-app": 212_348, "acme-qa": 55}
-	inv2, err := Build(a, plan.DefaultCatalog(), &r2, inv, "maumeter", now)
+	inv2, err := Build(a, plans(t), &r2, inv, "maumeter", now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -127,7 +127,7 @@ func TestBuild(t *testing.T) {
 
 	// Testing apps are billed when the tenant says so.
 	b := testTenant(t, "    bill_testing_apps: true\n")
-	inv3, err := Build(b, plan.DefaultCatalog(), r, nil, "maumeter", now)
+	inv3, err := Build(b, plans(t), r, nil, "maumeter", now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -135,15 +135,31 @@ func TestBuild(t *testing.T) {
 		t.Errorf("billing testing apps: %+v", inv3)
 	}
 
+	// A POC tenant: its cap covers its testing apps; above it, flagged and never charged.
+	cat, err := tenant.Parse("t.yaml", []byte("tenants:\n  - {id: initech, plan: poc_pro, purchased: 2026-09-01, testing_apps: [initech-test]}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	poc, _ := cat.Tenant("initech")
+	ro := &chstore.Rollup{TenantID: "initech", Month: "2026-10", Version: 1, Kind: "close", MAU: 238, MAUByApp: map[string]uint64{"initech-test": 238}}
+	inv4, err := Build(poc, plans(t), ro, nil, "maumeter", now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if inv4.MAU != 238 || inv4.OverageMAU != 38 || !inv4.AmountUSD.IsZero() || strings.Join(inv4.Flags, ",") != "poc_cap_exceeded" ||
+		strings.Join(inv4.BillableApps, ",") != "initech-test" {
+		t.Errorf("POC invoice = %+v", inv4)
+	}
+
 	// Rollups that cannot be rated as they are.
 	bad := *r
 	bad.MAU = 1
-	if _, err := Build(a, plan.DefaultCatalog(), &bad, nil, "maumeter", now); !errors.Is(err, ErrInvalidRollup) {
+	if _, err := Build(a, plans(t), &bad, nil, "maumeter", now); !errors.Is(err, ErrInvalidRollup) {
 		t.Errorf("MAU not the sum of its apps: err = %v, want ErrInvalidRollup", err)
 	}
 	bad = *r
 	bad.Month = "2026-13"
-	if _, err := Build(a, plan.DefaultCatalog(), &bad, nil, "maumeter", now); !errors.Is(err, ErrInvalidRollup) {
+	if _, err := Build(a, plans(t), &bad, nil, "maumeter", now); !errors.Is(err, ErrInvalidRollup) {
 		t.Errorf("bad month: err = %v, want ErrInvalidRollup", err)
 	}
 }
@@ -205,4 +221,13 @@ func TestStatementsAndFormats(t *testing.T) {
 	if err := Write(&tb, "xml", sts); err == nil {
 		t.Error("format xml accepted")
 	}
+}
+
+func plans(t testing.TB) *plan.Catalog {
+	t.Helper()
+	c, err := plan.Default()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }

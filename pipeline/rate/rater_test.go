@@ -150,7 +150,7 @@ func (r *rig) close(t *testing.T, tenantID string) *chstore.Rollup {
 func (r *rig) startRater(t *testing.T, group string) (*Rater, *prometheus.Registry) {
 	t.Helper()
 	reg := prometheus.NewRegistry()
-	rt, err := New(Config{Brokers: r.brokers, RollupsTopic: r.rollups, Group: group}, r.catalog, plan.DefaultCatalog(), r.store,
+	rt, err := New(Config{Brokers: r.brokers, RollupsTopic: r.rollups, Group: group}, r.catalog, plans(t), r.store,
 		r.now, r.log, reg)
 	if err != nil {
 		t.Fatal(err)
@@ -365,4 +365,13 @@ func TestDefaultScheduleInvoicesBeforeDay3Ends(t *testing.T) {
 			}
 		}
 	}
+}
+
+func plans(t testing.TB) *plan.Catalog {
+	t.Helper()
+	c, err := plan.Default()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }

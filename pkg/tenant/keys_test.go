@@ -101,8 +101,8 @@ func TestKeyCatalogueErrors(t *testing.T) {
 		}
 	}
 	f(", ingest_keys: [{id: 0123, sha256: "+h+"}]", `tenant "acme": ingest_keys: id`)
-	f(", ingest_keys: [{id: 0123456789ABCDEF, sha256: "+h+"}]", "ingest_keys: id")
-	f(", ingest_keys: [{id: 0123456789abcdef, sha256: abc}]", "key 0123456789abcdef: sha256")
+	f(", ingest_keys: [{id: 0123456789ABCDEF, sha256: "+h+"}]", `ingest_keys[0].id: "0123456789ABCDEF" must be 16 lower-case hex digits`)
+	f(", ingest_keys: [{id: 0123456789abcdef, sha256: abc}]", `ingest_keys[0].sha256: "abc" must be 64 lower-case hex digits`)
 	f(", ingest_keys: [{id: 0123456789abcdef}]", "sha256")
 	f(", ingest_keys: [{id: 0123456789abcdef, sha256: "+h+", apps: [g]}]", `apps: "g" is not an app of the tenant`)
 	f(", ingest_keys: [{id: 0123456789abcdef, sha256: "+h+", created: yesterday}]", "created")
@@ -111,4 +111,22 @@ func TestKeyCatalogueErrors(t *testing.T) {
 	f(", ingest_keys: [{id: 0123456789abcdef, sha256: "+h+", secret: x}]", "secret")
 	f(", ingest_limit: {events_per_second: -1}", "ingest_limit.events_per_second")
 	f(", ingest_limit: {events_per_second: 10, burst: 999}", "ingest_limit.burst")
+}
+
+// A key id is 16 random hex digits: about one in 1,800 has no letter, and some look like a float
+// (1234e56789012345). Unquoted, as `keys new` prints them, YAML reads those as numbers; the
+// catalogue takes them as written.
+func TestKeyIDsThatYAMLReadsAsNumbers(t *testing.T) {
+	const h = "0000000000000000000000000000000000000000000000000000000000000000"
+	for _, id := range []string{"0123456789012345", "9999999999999999", "1234e56789012345", "1234567890123e45"} {
+		yaml := "tenants:\n  - {id: acme, plan: pro, purchased: 2026-01-01, apps: [a], ingest_keys: [{id: " + id + ", sha256: " + h + "}]}\n"
+		c, err := Parse("t.yaml", []byte(yaml))
+		if err != nil {
+			t.Errorf("id %s: %v", id, err)
+			continue
+		}
+		if got := c.Keys()[0].ID; got != id {
+			t.Errorf("id %s read as %q", id, got)
+		}
+	}
 }

@@ -1,9 +1,12 @@
-// Package tenant is the tenant catalogue: who the platform's customers are, their plan, their
-// billing time zone and which super apps (production and testing) send their events. The
-// catalogue is one YAML file (tenants.yaml, format in docs/ARCHITECTURE.md), loaded and validated
-// at start; every error names the file, the tenant and the field. It also holds each tenant's
-// ingest keys, hashed (keys.go), and optional per-tenant ingest rate limits. The package does no I/O
-// beyond reading that file and keeps nothing mutable: a *Catalog is safe for concurrent use.
+// Package tenant is the tenant catalogue: who the platform's customers are, their plan purchases
+// (with contract overrides), their billing time zone and which super apps (production and
+// testing) send their events. The catalogue is one YAML file (tenants.yaml, format in README and
+// docs/ARCHITECTURE.md), checked at load against its JSON schema
+// (schemas/catalog/tenants.schema.json) and then by Go for what a schema cannot say; every error
+// names the file, the tenant and the field. It also holds each tenant's ingest keys, hashed
+// (keys.go), and optional per-tenant ingest rate limits. Whether a plan exists and what it costs
+// is pkg/plan's business (plan.Catalog.CheckTenants). The package does no I/O beyond reading that
+// file and keeps nothing mutable: a *Catalog is safe for concurrent use.
 package tenant
 
 import (
@@ -11,30 +14,41 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
+	"sync"
 	"time"
 
+	"github.com/shopspring/decimal"
 	"gopkg.in/yaml.v3"
 
 	"github.com/maumeter/maumeter/pkg/event"
+	"github.com/maumeter/maumeter/pkg/yamlschema"
+	"github.com/maumeter/maumeter/schemas"
 )
 
 // ErrInvalid wraps every validation error of a catalogue.
 var ErrInvalid = errors.New("invalid tenant catalogue")
 
-// Plans names the plans a tenant may be on.
+// Plans names the plans a tenant may be on unless Parse is told otherwise (KnownPlans): the
+// plans of the billing overview, which pkg/plan's embedded catalogue holds.
 var Plans = []string{"pro", "enterprise", "poc_pro", "poc_enterprise"}
 
 // Tenant is one platform customer.
 type Tenant struct {
-	ID              string    `yaml:"id"`
-	Plan            string    `yaml:"plan"`
-	Purchased       string    `yaml:"purchased"` // YYYY-MM-DD, the plan is valid for a year from it
-	TimeZone        string    `yaml:"time_zone"` // IANA name of the billing calendar, default UTC
-	Apps            []string  `yaml:"apps"`
-	TestingApps     []string  `yaml:"testing_apps"`
-	BillTestingApps bool      `yaml:"bill_testing_apps"`
-	Contract        *Contract `yaml:"contract"`
+	ID string `yaml:"id"`
+	// Plan, Purchased and Contract are one purchase: the plan bought on that day (valid for a
+	// year from it) and the overrides agreed with sales for it. PlanHistory lists the others.
+	Plan      string    `yaml:"plan"`
+	Purchased string    `yaml:"purchased"` // YYYY-MM-DD, a day of the billing calendar
+	Contract  *Contract `yaml:"contract"`
+	// PlanHistory lists the tenant's other purchases, earlier or later, each with its own
+	// contract (the tenant's Contract applies to Plan only).
+	PlanHistory     []*Purchase `yaml:"plan_history"`
+	TimeZone        string      `yaml:"time_zone"` // IANA name of the billing calendar, default UTC
+	Apps            []string    `yaml:"apps"`
+	TestingApps     []string    `yaml:"testing_apps"`
+	BillTestingApps bool        `yaml:"bill_testing_apps"`
 	// IngestKeys authenticate the tenant's SDKs on POST /v1/events (keys.go).
 	IngestKeys []*IngestKey `yaml:"ingest_keys"`
 	// IngestLimit overrides the gateway's default rate limit for this tenant.
@@ -42,13 +56,43 @@ type Tenant struct {
 
 	loc       *time.Location
 	purchased time.Time
+	purchases []*Purchase     // every purchase, by day
 	apps      map[string]bool // app id → testing
 }
+
+// Purchase is one purchase of a plan by a tenant.
+type Purchase struct {
+	Plan      string    `yaml:"plan"`
+	Purchased string    `yaml:"purchased"` // YYYY-MM-DD, a day of the tenant's billing calendar
+	Contract  *Contract `yaml:"contract"`  // nil: the plan's figures
+
+	year  int
+	month time.Month
+	day   int
+	field string // where it is written: "" (the tenant's plan) or "plan_history[i]."
+}
+
+// Date is the purchase day, a date of the tenant's billing calendar.
+func (p *Purchase) Date() (year int, month time.Month, day int) { return p.year, p.month, p.day }
+
+// Field names a field of the purchase as the catalogue writes it, for messages: "plan" for the
+// tenant's own purchase, "plan_history[2].plan" for one of its history.
+func (p *Purchase) Field(name string) string { return p.field + name }
 
 // Contract holds the overrides agreed with sales; nil fields keep the plan's figures.
 type Contract struct {
 	IncludedMAU  *int64  `yaml:"included_mau"`
 	UnitPriceUSD *string `yaml:"unit_price_usd"`
+
+	unitPrice decimal.Decimal
+}
+
+// UnitPrice is the contract's price per MAU, if it sets one.
+func (c *Contract) UnitPrice() (decimal.Decimal, bool) {
+	if c == nil || c.UnitPriceUSD == nil {
+		return decimal.Decimal{}, false
+	}
+	return c.unitPrice, true
 }
 
 // IngestLimit is a token bucket of events: EventsPerSecond refill, Burst capacity.
@@ -63,6 +107,10 @@ func (t *Tenant) Location() *time.Location { return t.loc }
 // PurchasedOn is the purchase day of the tenant's plan, midnight in its billing zone.
 func (t *Tenant) PurchasedOn() time.Time { return t.purchased }
 
+// Purchases lists every purchase of the tenant (Plan and PlanHistory), by day. The slice is
+// shared: do not modify it.
+func (t *Tenant) Purchases() []*Purchase { return t.purchases }
+
 // App reports whether app is one of the tenant's super apps and whether it is a testing app.
 func (t *Tenant) App(app string) (known, testing bool) {
 	testing, known = t.apps[app]
@@ -72,9 +120,13 @@ func (t *Tenant) App(app string) (known, testing bool) {
 // Catalog is a validated tenant catalogue.
 type Catalog struct {
 	Tenants []*Tenant
+	name    string
 	byID    map[string]*Tenant
 	keys    *Keyring
 }
+
+// Name is the name the catalogue was parsed under (its file), for messages.
+func (c *Catalog) Name() string { return c.name }
 
 // Keyring holds the ingest keys of every tenant.
 func (c *Catalog) Keyring() *Keyring { return c.keys }
@@ -94,40 +146,70 @@ func (c *Catalog) Tenant(id string) (*Tenant, bool) {
 	return t, ok
 }
 
+// Option changes how Parse and Load check a catalogue.
+type Option func(*options)
+
+type options struct {
+	plans []string
+}
+
+// KnownPlans sets the plans a tenant's purchases may name, instead of Plans: the ids of the
+// plan catalogue in force (plan.Catalog does this).
+func KnownPlans(ids ...string) Option {
+	return func(o *options) { o.plans = slices.Clone(ids) }
+}
+
 // Load reads and validates the catalogue at path.
-func Load(path string) (*Catalog, error) {
+func Load(path string, opts ...Option) (*Catalog, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("tenant catalogue: %w", err)
 	}
-	return Parse(path, data)
+	return Parse(path, data, opts...)
 }
 
-// Parse validates a catalogue; name is used in error messages.
-func Parse(name string, data []byte) (*Catalog, error) {
+var schema = sync.OnceValues(func() (*yamlschema.Schema, error) {
+	return yamlschema.Compile("tenants.schema.json", schemas.TenantsSchema)
+})
+
+// Parse validates a catalogue: first against its JSON schema, then what a schema cannot say
+// (time zones, dates, unique ids, apps and keys, known plans). name is used in error messages.
+func Parse(name string, data []byte, opts ...Option) (*Catalog, error) {
+	o := options{plans: Plans}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	sch, err := schema()
+	if err != nil { // the embedded schema is broken: tests catch it
+		return nil, fmt.Errorf("%w: %s: %w", ErrInvalid, name, err)
+	}
+	raw, err := yamlschema.Decode(data)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %w", ErrInvalid, name, err)
+	}
+	if raw == nil {
+		return nil, fmt.Errorf("%w: %s: no tenants (empty document)", ErrInvalid, name)
+	}
+	if vs := sch.Validate(raw); len(vs) > 0 {
+		errs := make([]error, len(vs))
+		for i, v := range vs {
+			errs[i] = schemaError(name, raw, v)
+		}
+		return nil, fmt.Errorf("%w: %w", ErrInvalid, errors.Join(errs...))
+	}
 	var doc struct {
 		Tenants []*Tenant `yaml:"tenants"`
 	}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
+	dec.KnownFields(true) // a field the schema admits but Tenant lacks is a bug: say so
 	if err := dec.Decode(&doc); err != nil {
 		return nil, fmt.Errorf("%w: %s: %w", ErrInvalid, name, err)
 	}
-	if len(doc.Tenants) == 0 {
-		return nil, fmt.Errorf("%w: %s: no tenants", ErrInvalid, name)
-	}
-	c := &Catalog{Tenants: doc.Tenants, byID: make(map[string]*Tenant, len(doc.Tenants))}
+	c := &Catalog{Tenants: doc.Tenants, name: name, byID: make(map[string]*Tenant, len(doc.Tenants))}
 	var errs []error
-	for i, t := range doc.Tenants {
-		where := fmt.Sprintf("%s: tenants[%d]", name, i)
-		if t == nil {
-			errs = append(errs, fmt.Errorf("%s: empty entry", where))
-			continue
-		}
-		if t.ID != "" {
-			where = fmt.Sprintf("%s: tenant %q", name, t.ID)
-		}
-		if err := t.validate(); err != nil {
+	for _, t := range doc.Tenants {
+		where := fmt.Sprintf("%s: tenant %q", name, t.ID)
+		if err := t.validate(o.plans); err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", where, err))
 			continue
 		}
@@ -148,16 +230,32 @@ func Parse(name string, data []byte) (*Catalog, error) {
 	return c, nil
 }
 
-func (t *Tenant) validate() error {
+// schemaError names the file, the tenant (by id when it has a usable one) and the field.
+func schemaError(name string, raw any, v yamlschema.Violation) error {
+	p := v.Path
+	if len(p) >= 2 && p[0].Key == "tenants" && p[1].IsIndex {
+		who := fmt.Sprintf("tenants[%d]", p[1].Index)
+		if list, ok := raw.(map[string]any)["tenants"].([]any); ok {
+			if t, ok := list[p[1].Index].(map[string]any); ok {
+				if id := fmt.Sprint(t["id"]); t["id"] != nil && event.ValidID(id) { // YAML may read an id as a number
+					who = fmt.Sprintf("tenant %q", id)
+				}
+			}
+		}
+		if len(p) == 2 {
+			return fmt.Errorf("%s: %s: %s", name, who, v.Message)
+		}
+		return fmt.Errorf("%s: %s: %s: %s", name, who, v.Field(2), v.Message)
+	}
+	if len(p) == 0 {
+		return fmt.Errorf("%s: %s", name, v.Message)
+	}
+	return fmt.Errorf("%s: %s: %s", name, v.Field(0), v.Message)
+}
+
+func (t *Tenant) validate(plans []string) error {
 	if !event.ValidID(t.ID) {
 		return fmt.Errorf("id: %q must be 1-64 of [A-Za-z0-9._-]", t.ID)
-	}
-	planOK := false
-	for _, p := range Plans {
-		planOK = planOK || t.Plan == p
-	}
-	if !planOK {
-		return fmt.Errorf("plan: %q is not one of %s", t.Plan, strings.Join(Plans, ", "))
 	}
 	if t.TimeZone == "" {
 		t.TimeZone = "UTC"
@@ -167,17 +265,40 @@ func (t *Tenant) validate() error {
 		return fmt.Errorf("time_zone: %q is not an IANA time zone", t.TimeZone)
 	}
 	t.loc = loc
-	if t.Purchased == "" {
-		return errors.New("purchased: required (YYYY-MM-DD)")
+	own := &Purchase{Plan: t.Plan, Purchased: t.Purchased, Contract: t.Contract}
+	t.purchases = append(make([]*Purchase, 0, 1+len(t.PlanHistory)), own)
+	for i, p := range t.PlanHistory {
+		if p == nil {
+			return fmt.Errorf("plan_history[%d]: empty entry", i)
+		}
+		p.field = fmt.Sprintf("plan_history[%d].", i)
+		t.purchases = append(t.purchases, p)
 	}
-	if t.purchased, err = time.ParseInLocation(time.DateOnly, t.Purchased, loc); err != nil {
-		return fmt.Errorf("purchased: %q is not YYYY-MM-DD", t.Purchased)
+	days := make(map[string]*Purchase, len(t.purchases))
+	for _, p := range t.purchases {
+		if err := p.validate(plans); err != nil {
+			return err
+		}
+		if q, dup := days[p.Purchased]; dup {
+			other := "the tenant's plan"
+			if q.field != "" {
+				other = strings.TrimSuffix(q.field, ".")
+			}
+			return fmt.Errorf("%s: %s is also the day of %s: one purchase a day", p.Field("purchased"), p.Purchased, other)
+		}
+		days[p.Purchased] = p
 	}
+	slices.SortFunc(t.purchases, func(a, b *Purchase) int { return strings.Compare(a.Purchased, b.Purchased) })
+	t.purchased = time.Date(own.year, own.month, own.day, 0, 0, 0, 0, loc)
 	if len(t.Apps) == 0 && len(t.TestingApps) == 0 {
 		return errors.New("apps: a tenant needs at least one production or testing app")
 	}
 	t.apps = make(map[string]bool, len(t.Apps)+len(t.TestingApps))
-	for field, list := range map[string][]string{"apps": t.Apps, "testing_apps": t.TestingApps} {
+	for _, field := range []string{"apps", "testing_apps"} {
+		list := t.Apps
+		if field == "testing_apps" {
+			list = t.TestingApps
+		}
 		for _, a := range list {
 			if !event.ValidID(a) {
 				return fmt.Errorf("%s: %q must be 1-64 of [A-Za-z0-9._-]", field, a)
@@ -186,14 +307,6 @@ func (t *Tenant) validate() error {
 				return fmt.Errorf("%s: %q listed twice", field, a)
 			}
 			t.apps[a] = field == "testing_apps"
-		}
-	}
-	if c := t.Contract; c != nil {
-		if c.IncludedMAU != nil && *c.IncludedMAU < 0 {
-			return fmt.Errorf("contract.included_mau: %d is negative", *c.IncludedMAU)
-		}
-		if c.UnitPriceUSD != nil && !isDecimal(*c.UnitPriceUSD) {
-			return fmt.Errorf("contract.unit_price_usd: %q is not a non-negative decimal", *c.UnitPriceUSD)
 		}
 	}
 	ids := make(map[string]bool, len(t.IngestKeys))
@@ -216,6 +329,34 @@ func (t *Tenant) validate() error {
 		// A bucket smaller than a batch would refuse full batches forever.
 		if l.Burst != 0 && l.Burst < event.MaxBatchEvents {
 			return fmt.Errorf("ingest_limit.burst: %d is below one full batch (%d events)", l.Burst, event.MaxBatchEvents)
+		}
+	}
+	return nil
+}
+
+func (p *Purchase) validate(plans []string) error {
+	if !slices.Contains(plans, p.Plan) {
+		return fmt.Errorf("%s: %q is not one of %s", p.Field("plan"), p.Plan, strings.Join(plans, ", "))
+	}
+	if p.Purchased == "" {
+		return fmt.Errorf("%s: required (YYYY-MM-DD)", p.Field("purchased"))
+	}
+	d, err := time.Parse(time.DateOnly, p.Purchased)
+	if err != nil {
+		return fmt.Errorf("%s: %q is not a date (YYYY-MM-DD)", p.Field("purchased"), p.Purchased)
+	}
+	p.year, p.month, p.day = d.Date()
+	if c := p.Contract; c != nil {
+		if c.IncludedMAU != nil && *c.IncludedMAU < 0 {
+			return fmt.Errorf("%s: %d is negative", p.Field("contract.included_mau"), *c.IncludedMAU)
+		}
+		if c.UnitPriceUSD != nil {
+			if !isDecimal(*c.UnitPriceUSD) {
+				return fmt.Errorf("%s: %q is not a decimal", p.Field("contract.unit_price_usd"), *c.UnitPriceUSD)
+			}
+			if c.unitPrice, err = decimal.NewFromString(*c.UnitPriceUSD); err != nil {
+				return fmt.Errorf("%s: %q is not a decimal", p.Field("contract.unit_price_usd"), *c.UnitPriceUSD)
+			}
 		}
 	}
 	return nil
