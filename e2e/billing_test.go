@@ -31,7 +31,13 @@ type statement struct {
 	UnitPriceUSD  string            `json:"unit_price_usd"`
 	AmountUSD     string            `json:"amount_usd"`
 	Flags         []string          `json:"flags"`
-	Adjustments   []struct {
+	Entitlements  struct {
+		ProductionApps int      `json:"production_apps"`
+		TestingApps    int      `json:"testing_apps"`
+		MiniPrograms   int      `json:"mini_programs"`
+		Flags          []string `json:"flags"`
+	} `json:"entitlements"`
+	Adjustments []struct {
 		InvoiceID             string `json:"invoice_id"`
 		RollupVersion         uint32 `json:"rollup_version"`
 		PreviousInvoiceID     string `json:"previous_invoice_id"`
@@ -129,6 +135,10 @@ func TestBilling(t *testing.T) {
 		t.Fatalf("t-auckland %s v1 = %+v", m, nz)
 	}
 	sh := statementOf(t, url, "t-shanghai", m, 1)
+	// The entitlement report: one production app, one testing app, mini programs mp-0 … mp-6.
+	if e := sh.Entitlements; e.ProductionApps != 1 || e.TestingApps != 1 || e.MiniPrograms != 7 || len(e.Flags) != 0 {
+		t.Errorf("t-shanghai %s entitlements = %+v", m, e)
+	}
 	if sh.MAU != 40 || sh.TestingMAU != 10 || sh.AmountUSD != "0.00" || sh.MAUByApp["sh-qa"] != 10 {
 		t.Fatalf("t-shanghai %s = %+v", m, sh)
 	}

@@ -80,7 +80,10 @@ func Build(t *tenant.Tenant, plans *plan.Catalog, r *chstore.Rollup, prev *chsto
 	if billed != inv.MAU {
 		return nil, fmt.Errorf("%w: %s %s v%d: billable MAU %d but the billable apps %v hold %d", ErrInvalidRollup, r.TenantID, r.Month, r.Version, inv.MAU, inv.BillableApps, billed)
 	}
-	ent, err := json.Marshal(bill.Entitlements)
+	e := bill.Entitlements
+	ent, err := json.Marshal(Entitlements{ProductionApps: e.ProductionApps, ProductionAppsLimit: e.ProductionAppsLimit,
+		TestingApps: e.TestingApps, TestingAppsLimit: e.TestingAppsLimit, MiniPrograms: e.MiniPrograms,
+		MiniProgramsLimit: e.MiniProgramsLimit, Flags: e.Flags})
 	if err != nil {
 		return nil, err
 	}

@@ -91,7 +91,7 @@ func TestBuild(t *testing.T) {
 	through := time.Date(2026, 11, 3, 1, 2, 3, 456e6, time.UTC)
 	r := &chstore.Rollup{TenantID: "acme", Month: "2026-10", Version: 1, Kind: "close", MAU: 212_400,
 		MAUByApp: map[string]uint64{"acme-app": 212_345, "acme-qa": 55}, HLLEstimate: 213_000, HLLRelativeError: 0.0081,
-		DevicesThrough: through}
+		DevicesThrough: through, MiniPrograms: 60}
 	now := time.Date(2026, 11, 3, 2, 0, 0, 0, time.UTC)
 	inv, err := Build(a, plans(t), r, nil, "maumeter", now)
 	if err != nil {
@@ -107,9 +107,13 @@ func TestBuild(t *testing.T) {
 	if inv.MAUSQL != wantSQL {
 		t.Errorf("mau_sql =\n%s\nwant\n%s", inv.MAUSQL, wantSQL)
 	}
-	var ent map[string]any
-	if err := json.Unmarshal([]byte(inv.Entitlements), &ent); err != nil {
-		t.Errorf("entitlements %q: %v", inv.Entitlements, err)
+	// Entitlements: 1 production app of 1, 1 testing app of 2, 60 mini programs of the 50 a Pro
+	// plan may release: reported, not charged.
+	var ent Entitlements
+	if err := json.Unmarshal([]byte(inv.Entitlements), &ent); err != nil || ent.ProductionApps != 1 || ent.ProductionAppsLimit != 1 ||
+		ent.TestingApps != 1 || ent.TestingAppsLimit != 2 || ent.MiniPrograms != 60 || ent.MiniProgramsLimit != 50 ||
+		strings.Join(ent.Flags, ",") != "mini_programs_exceeded" {
+		t.Errorf("entitlements %s (%v)", inv.Entitlements, err)
 	}
 
 	// A restatement with 3 more devices: 12,348 × 0.015 = 185.22, adjustment 0.04.

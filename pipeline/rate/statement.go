@@ -37,9 +37,22 @@ type Statement struct {
 	Flags          []string          `json:"flags"`
 	// Adjustments are the restatements of the month after its first invoice, oldest first; each
 	// is billed (or credited) on the next bill.
-	Adjustments  []Adjustment    `json:"adjustments"`
-	Entitlements json.RawMessage `json:"entitlements"`
-	Evidence     Evidence        `json:"evidence"`
+	Adjustments []Adjustment `json:"adjustments"`
+	// Entitlements: apps and mini programs seen against the plan's limits (information, not a
+	// charge).
+	Entitlements Entitlements `json:"entitlements"`
+	Evidence     Evidence     `json:"evidence"`
+}
+
+// Entitlements is the entitlement report of a tenant-month.
+type Entitlements struct {
+	ProductionApps      int      `json:"production_apps"`
+	ProductionAppsLimit int      `json:"production_apps_limit"`
+	TestingApps         int      `json:"testing_apps"`
+	TestingAppsLimit    int      `json:"testing_apps_limit"`
+	MiniPrograms        int      `json:"mini_programs"`
+	MiniProgramsLimit   int      `json:"mini_programs_limit"` // mini programs that can be released
+	Flags               []string `json:"flags"`
 }
 
 // Adjustment is the difference a restated rollup made to a month's bill.
@@ -88,10 +101,8 @@ func statement(inv *chstore.Invoice, adj []Adjustment) Statement {
 	if adj == nil {
 		adj = []Adjustment{}
 	}
-	ent := json.RawMessage(inv.Entitlements)
-	if !json.Valid(ent) {
-		ent = json.RawMessage("null")
-	}
+	ent := Entitlements{Flags: []string{}}
+	_ = json.Unmarshal([]byte(inv.Entitlements), &ent) // written by Build; empty on a damaged row
 	flags := inv.Flags
 	if flags == nil {
 		flags = []string{}
@@ -139,22 +150,25 @@ func Write(w io.Writer, format string, sts []Statement) error {
 		cw := csv.NewWriter(w)
 		cw.Write([]string{"tenant_id", "month", "plan", "mau", "testing_mau", "included_mau", "overage_mau",
 			"unit_price_usd", "amount_usd", "flags", "adjustments_usd", "rollup_version", "invoice_id",
-			"hll_estimate", "hll_agrees", "plan_valid_until"})
+			"hll_estimate", "hll_agrees", "plan_valid_until", "production_apps", "testing_apps", "mini_programs",
+			"entitlement_flags"})
 		for _, s := range sts {
 			cw.Write([]string{s.TenantID, s.Month, s.Plan, u64(s.MAU), u64(s.TestingMAU), u64(s.IncludedMAU),
 				u64(s.OverageMAU), s.UnitPriceUSD, s.AmountUSD, strings.Join(s.Flags, ";"), adjustments(s.Adjustments),
 				strconv.FormatUint(uint64(s.RollupVersion), 10), s.InvoiceID, u64(s.Evidence.HLLEstimate),
-				strconv.FormatBool(s.Evidence.HLLAgrees), s.PlanValidUntil})
+				strconv.FormatBool(s.Evidence.HLLAgrees), s.PlanValidUntil, strconv.Itoa(s.Entitlements.ProductionApps),
+				strconv.Itoa(s.Entitlements.TestingApps), strconv.Itoa(s.Entitlements.MiniPrograms), strings.Join(s.Entitlements.Flags, ";")})
 		}
 		cw.Flush()
 		return cw.Error()
 	case "table":
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintln(tw, "tenant\tmonth\tplan\tMAU\ttesting\tincluded\toverage\tunit USD\tamount USD\tadjustments\tversion\tinvoice\tflags\t")
+		fmt.Fprintln(tw, "tenant\tmonth\tplan\tMAU\ttesting\tincluded\toverage\tunit USD\tamount USD\tadjustments\tversion\tinvoice\tflags\tentitlements (info)\t")
 		for _, s := range sts {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%d\t%s\t%s\t%s\t%d\t%s\t%s\t\n", s.TenantID, s.Month, s.Plan,
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%d\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t\n", s.TenantID, s.Month, orDash(s.Plan),
 				s.MAU, s.TestingMAU, s.IncludedMAU, s.OverageMAU, s.UnitPriceUSD, s.AmountUSD,
-				orDash(adjustments(s.Adjustments)), s.RollupVersion, s.InvoiceID, orDash(strings.Join(s.Flags, ",")))
+				orDash(adjustments(s.Adjustments)), s.RollupVersion, s.InvoiceID, orDash(strings.Join(s.Flags, ",")),
+				entitlementSummary(s.Entitlements))
 		}
 		return tw.Flush()
 	}
@@ -174,6 +188,16 @@ func adjustments(adj []Adjustment) string {
 func orDash(s string) string {
 	if s == "" {
 		return "-"
+	}
+	return s
+}
+
+// entitlementSummary is "apps 1/1, testing 1/2, mini programs 60/50 (mini_programs_exceeded)".
+func entitlementSummary(e Entitlements) string {
+	s := fmt.Sprintf("apps %d/%d, testing %d/%d, mini programs %d/%d", e.ProductionApps, e.ProductionAppsLimit,
+		e.TestingApps, e.TestingAppsLimit, e.MiniPrograms, e.MiniProgramsLimit)
+	if len(e.Flags) > 0 {
+		s += " (" + strings.Join(e.Flags, ",") + ")"
 	}
 	return s
 }
