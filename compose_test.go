@@ -25,6 +25,7 @@ import (
 	"github.com/compose-spec/compose-go/v2/types"
 	"gopkg.in/yaml.v3"
 
+	"github.com/maumeter/maumeter/pkg/plan"
 	"github.com/maumeter/maumeter/pkg/tenant"
 )
 
@@ -423,6 +424,32 @@ func TestComposeTenantsExample(t *testing.T) {
 	want := []string{"pro Asia/Shanghai", "enterprise America/New_York", "poc_pro Europe/Berlin"}
 	if !slices.Equal(got, want) {
 		t.Errorf("%s: plan and time zone of each tenant:\n got %q\nwant %q", src, got, want)
+	}
+}
+
+// The rater reads the mounted plan catalogue (MAUMETER_PLANS): it must load, equal the embedded
+// one, and hold every plan of the example tenants.
+func TestComposePlansExample(t *testing.T) {
+	p, _ := loadCompose(t)
+	rate := service(t, p, "rate")
+	path := rate.Environment["MAUMETER_PLANS"]
+	if path == nil {
+		t.Fatal("rate: MAUMETER_PLANS is not set")
+	}
+	src := bindSource(t, rate, *path)
+	plans, err := plan.LoadCatalog(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	def, err := plan.Default()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := plans.IDs(), def.IDs(); !slices.Equal(got, want) {
+		t.Errorf("%s: plans %v, the embedded catalogue has %v", src, got, want)
+	}
+	if _, err := plans.LoadTenants(bindSource(t, rate, composeTenantsPath)); err != nil {
+		t.Error(err)
 	}
 }
 
