@@ -32,6 +32,15 @@ wslog() { printf 'with-services: %s\n' "$*" >&2; }
 stop_all() {
 	local run=$1
 	[[ -d $run ]] || return 0
+	# A service that died during the run is a finding: show why before its log is removed.
+	if [[ -f $run/clickhouse.pid ]] && ! kill -0 "$(read_pid "$run/clickhouse.pid")" 2>/dev/null; then
+		wslog "clickhouse (pid $(read_pid "$run/clickhouse.pid")) died during the run"
+		show_log_tail "$run/clickhouse.log" 80
+	fi
+	if [[ -f $run/kafka/kafka.pid ]] && ! kill -0 "$(read_pid "$run/kafka/kafka.pid")" 2>/dev/null; then
+		wslog "kafka (pid $(read_pid "$run/kafka/kafka.pid")) died during the run"
+		show_log_tail "$run/kafka/kafka.log" 40
+	fi
 	[[ -f $run/kafka/kafka.pid ]] && MAUMETER_QUIET=1 "$K_SCRIPT" stop "$run/kafka" || true
 	[[ -f $run/clickhouse.pid ]] && MAUMETER_QUIET=1 "$CH_SCRIPT" stop "$run/clickhouse" || true
 	if [[ ${MAUMETER_KEEP_RUN:-} == 1 ]]; then
