@@ -18,7 +18,7 @@ func TestKeysCommand(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	tenants := filepath.Join(t.TempDir(), "tenants.yaml")
-	if err := os.WriteFile(tenants, fmt.Appendf(nil, catalogue, "", "", ""), 0o644); err != nil {
+	if err := os.WriteFile(tenants, fmt.Appendf(nil, catalogue, "", "", "", ""), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	env := []string{"MAUMETER_TENANTS=" + tenants}
@@ -27,7 +27,7 @@ func TestKeysCommand(t *testing.T) {
 	if !strings.Contains(scopedEntry, "apps: [sh-qa, sh-lite]") || !strings.Contains(scopedEntry, `note: "QA build"`) {
 		t.Errorf("scoped key entry %s lacks its apps or note", scopedEntry)
 	}
-	if err := os.WriteFile(tenants, fmt.Appendf(nil, catalogue, scopedEntry, entry, ""), 0o644); err != nil {
+	if err := os.WriteFile(tenants, fmt.Appendf(nil, catalogue, scopedEntry, entry, "", ""), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	list := runOnce(t, ctx, env, "keys", "list")
