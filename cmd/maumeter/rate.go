@@ -150,8 +150,11 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			inv = i // ordered by version: the last match is the latest
 		}
 	}
+	if inv == nil && *version > 0 {
+		return fmt.Errorf("no invoice for %s %s rollup version %d", *only, *month, *version)
+	}
 	if inv == nil {
-		return fmt.Errorf("no invoice for %s %s%s", *only, *month, map[bool]string{true: fmt.Sprintf(" rollup version %d", *version)}[*version > 0])
+		return fmt.Errorf("no invoice for %s %s: months are rated when they close (`maumeter close`)", *only, *month)
 	}
 	w := stdout
 	if *out != "" {

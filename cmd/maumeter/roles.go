@@ -351,9 +351,10 @@ func serveHTTP(ctx context.Context, addr string, h http.Handler, timeouts api.Ti
 	return nil
 }
 
-// runRoles runs HTTP (with the gateway's cap state) and the counter until ctx ends or one
-// fails. Shutdown is in data-flow order: HTTP first (no new events), then the counter (final
-// flush and commit).
+// runRoles runs HTTP (with the gateway's cap state), the counter and the rater, whichever the
+// stack has, until ctx ends or one of them ends. Then all stop together and each is waited for:
+// HTTP drains its requests, the counter makes its final flush and commit, the rater commits
+// nothing it has not stored.
 func runRoles(ctx context.Context, o *options, s *stack, ready chan<- string) error {
 	h, err := s.handler(o)
 	if err != nil {
