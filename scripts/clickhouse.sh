@@ -153,7 +153,8 @@ cmd_start() {
 	t0=$(now_ms)
 	# setsid: own session, so a terminal's Ctrl-C or hangup does not reach it;
 	# the callers stop it explicitly. The subshell execs, so $! is the launcher.
-	(cd "$DATADIR" && exec setsid "$CH_BIN" -path "$DATADIR/" -tcp-port "$tcp" -http-port "$http") \
+	# Warnings and errors (a crash's stack trace too) go to the log; nothing below that.
+	(cd "$DATADIR" && exec setsid "$CH_BIN" -path "$DATADIR/" -tcp-port "$tcp" -http-port "$http" -- --logger.console=1 --log-level=warning) \
 		>"$LOGFILE" 2>&1 </dev/null &
 	pid=$!
 	echo "$pid" >"$PIDFILE"

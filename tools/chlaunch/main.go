@@ -29,8 +29,8 @@ func main() {
 	tcpPort := flag.Int("tcp-port", 9000, "native TCP port on 127.0.0.1")
 	httpPort := flag.Int("http-port", 8123, "HTTP port on 127.0.0.1")
 	flag.Parse()
-	if *path == "" || flag.NArg() != 0 {
-		fmt.Fprintln(os.Stderr, "usage: chlaunch -path DATADIR [-tcp-port N] [-http-port M]")
+	if *path == "" {
+		fmt.Fprintln(os.Stderr, "usage: chlaunch -path DATADIR [-tcp-port N] [-http-port M] [-- clickhouse-local options]")
 		os.Exit(2)
 	}
 	args := []string{
@@ -41,6 +41,7 @@ func main() {
 		fmt.Sprintf("--http_port=%d", *httpPort),
 		"--query=" + keepAlive,
 	}
+	args = append(args, flag.Args()...) // e.g. --log-level=warning: the server's log on stderr
 	// argv must live in C memory: cgo forbids passing Go pointers to Go pointers.
 	argv := (**C.char)(C.malloc(C.size_t(len(args)+1) * C.size_t(unsafe.Sizeof(uintptr(0)))))
 	slots := unsafe.Slice(argv, len(args)+1)
@@ -48,5 +49,9 @@ func main() {
 		slots[i] = C.CString(a)
 	}
 	slots[len(args)] = nil
-	os.Exit(int(C.chdb_query_cmdline(C.int(len(args)), argv)))
+	rc := int(C.chdb_query_cmdline(C.int(len(args)), argv))
+	// The keep-alive query never ends on its own: say so when it did, or a dead server leaves
+	// an empty log.
+	fmt.Fprintf(os.Stderr, "chlaunch: clickhouse-local returned %d: the keep-alive query ended, the server stops\n", rc)
+	os.Exit(rc)
 }
