@@ -19,7 +19,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 	"github.com/segmentio/kafka-go"
 
 	"github.com/maumeter/maumeter/pipeline/bus"
@@ -419,11 +418,23 @@ func TestTenantIsolation(t *testing.T) {
 		}
 	}
 	// The read and operator keys were refused as keys of another kind, not as unknown ones.
-	var m dto.Metric
-	if err := h.authFailures.WithLabelValues("wrong_kind").Write(&m); err != nil {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(h.authFailures)
+	mfs, err := reg.Gather()
+	if err != nil {
 		t.Fatal(err)
 	}
-	if got := m.GetCounter().GetValue(); got != 2 {
+	var wrongKind float64
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "reason" && l.GetValue() == "wrong_kind" {
+					wrongKind = m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	if got := wrongKind; got != 2 {
 		t.Errorf("maumeter_ingest_auth_failures_total{reason=\"wrong_kind\"} = %g, want 2 (the read key and the operator key)", got)
 	}
 	// The legitimate traffic around the attempts.
