@@ -25,8 +25,9 @@ import (
 )
 
 // catalogue is the tenant catalogue of every test, with the ingest keys of t-shanghai,
-// t-newyork and t-auckland in the three %s (startPipeline makes them with `maumeter keys new`;
-// withReadKeys adds read and operator keys).
+// t-newyork, t-auckland and t-poc in the four %s (startPipeline makes them with `maumeter keys
+// new`; withReadKeys adds read and operator keys). t-poc, on poc_pro (cap 200), gets traffic
+// only in TestPOCCap.
 const catalogue = `
 tenants:
   - id: t-shanghai
@@ -49,9 +50,15 @@ tenants:
     apps: [nz-super]
     contract: {included_mau: 100, unit_price_usd: "0.015"}
     ingest_keys: [%s]
+  - id: t-poc
+    plan: poc_pro
+    purchased: 2026-01-01
+    time_zone: Europe/Berlin
+    testing_apps: [poc-app, poc-app-2]
+    ingest_keys: [%s]
 `
 
-var tenantOrder = []string{"t-shanghai", "t-newyork", "t-auckland"}
+var tenantOrder = []string{"t-shanghai", "t-newyork", "t-auckland", "t-poc"}
 
 var zones = map[string]string{"t-shanghai": "Asia/Shanghai", "t-newyork": "America/New_York", "t-auckland": "Pacific/Auckland"}
 var apps = map[string][]string{"t-shanghai": {"sh-super", "sh-lite", "sh-qa"}, "t-newyork": {"ny-super"}, "t-auckland": {"nz-super"}}
@@ -202,6 +209,28 @@ func send(t *testing.T, p *pipeline, tr *traffic, onProgress func(done float64))
 }
 
 func post(url, key string, batch []line) error {
+	accepted, reasons, err := submit(url, key, batch)
+	if err != nil {
+		return err
+	}
+	want := 0
+	for i, l := range batch {
+		if reasons[i] != l.reason {
+			return fmt.Errorf("event %d %s: reason %q, want %q", i, l.json, reasons[i], l.reason)
+		}
+		if l.reason == "" {
+			want++
+		}
+	}
+	if accepted != want || len(reasons) != len(batch)-want {
+		return fmt.Errorf("accepted %d rejected %d, want %d and %d", accepted, len(reasons), want, len(batch)-want)
+	}
+	return nil
+}
+
+// submit posts a batch as NDJSON, retrying 503 and 429, and returns the accepted count and the
+// reason of every rejected index.
+func submit(url, key string, batch []line) (int, map[int]string, error) {
 	var body bytes.Buffer
 	for _, l := range batch {
 		body.WriteString(l.json)
@@ -210,13 +239,13 @@ func post(url, key string, batch []line) error {
 	for attempt := 0; ; attempt++ {
 		req, err := http.NewRequest(http.MethodPost, url, bytes.NewReader(body.Bytes()))
 		if err != nil {
-			return err
+			return 0, nil, err
 		}
 		req.Header.Set("Content-Type", "application/x-ndjson")
 		req.Header.Set("Authorization", "Bearer "+key)
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
-			return err
+			return 0, nil, err
 		}
 		data, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
@@ -225,7 +254,7 @@ func post(url, key string, batch []line) error {
 			continue
 		}
 		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("%s: %s", resp.Status, data)
+			return 0, nil, fmt.Errorf("%s: %s", resp.Status, data)
 		}
 		var r struct {
 			Accepted int `json:"accepted"`
@@ -235,25 +264,13 @@ func post(url, key string, batch []line) error {
 			} `json:"rejected"`
 		}
 		if err := json.Unmarshal(data, &r); err != nil {
-			return err
+			return 0, nil, err
 		}
-		got := map[int]string{}
+		reasons := map[int]string{}
 		for _, rj := range r.Rejected {
-			got[rj.Index] = rj.Reason
+			reasons[rj.Index] = rj.Reason
 		}
-		want := 0
-		for i, l := range batch {
-			if got[i] != l.reason {
-				return fmt.Errorf("event %d %s: reason %q, want %q", i, l.json, got[i], l.reason)
-			}
-			if l.reason == "" {
-				want++
-			}
-		}
-		if r.Accepted != want || len(r.Rejected) != len(batch)-want {
-			return fmt.Errorf("accepted %d rejected %d, want %d and %d", r.Accepted, len(r.Rejected), want, len(batch)-want)
-		}
-		return nil
+		return r.Accepted, reasons, nil
 	}
 }
 
@@ -276,7 +293,7 @@ func startPipeline(t *testing.T, name string) *pipeline {
 	t.Helper()
 	dir := t.TempDir()
 	tenants := filepath.Join(dir, "tenants.yaml")
-	if err := os.WriteFile(tenants, fmt.Appendf(nil, catalogue, "", "", ""), 0o644); err != nil {
+	if err := os.WriteFile(tenants, fmt.Appendf(nil, catalogue, "", "", "", ""), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	id := fmt.Sprintf("%s_%d", name, time.Now().UnixNano())
@@ -286,6 +303,7 @@ func startPipeline(t *testing.T, name string) *pipeline {
 		"MAUMETER_CLICKHOUSE_ADDR=" + clickhouseA,
 		"MAUMETER_CLICKHOUSE_DATABASE=" + p.database,
 		"MAUMETER_EVENTS_TOPIC=" + p.topic,
+		"MAUMETER_CAPS_TOPIC=e2e.caps." + id,
 		"MAUMETER_COUNT_GROUP=" + p.group,
 		"MAUMETER_ROLLUPS_TOPIC=e2e.rollups." + id,
 		"MAUMETER_RATE_GROUP=e2e-rate-" + id,

@@ -19,7 +19,7 @@ func TestKeysCommand(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	tenants := filepath.Join(t.TempDir(), "tenants.yaml")
-	if err := os.WriteFile(tenants, fmt.Appendf(nil, catalogue, "", "", ""), 0o644); err != nil {
+	if err := os.WriteFile(tenants, fmt.Appendf(nil, catalogue, "", "", "", ""), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	env := []string{"MAUMETER_TENANTS=" + tenants}
@@ -30,7 +30,7 @@ func TestKeysCommand(t *testing.T) {
 	}
 	read, readEntry := newKey(t, ctx, env, "t-newyork", "--read", "--note", "NY finance")
 	op, opEntry := newOperatorKey(t, ctx, env)
-	if err := os.WriteFile(tenants, withReadKeys(t, fmt.Sprintf(catalogue, scopedEntry, entry, ""), map[string]string{"t-newyork": readEntry}, opEntry), 0o644); err != nil {
+	if err := os.WriteFile(tenants, withReadKeys(t, fmt.Sprintf(catalogue, scopedEntry, entry, "", ""), map[string]string{"t-newyork": readEntry}, opEntry), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	list := runOnce(t, ctx, env, "keys", "list")

@@ -1,13 +1,16 @@
 // Package pipeline holds the stages that move data, in data-flow order, and their adapters:
 //
 //	SDKs ──HTTP──▶ ingest ──Kafka mau.events.v1──▶ count ──▶ ClickHouse mau_devices ──▶ api (MAU reads)
-//	                                                 └─ close ──Kafka mau.rollups.v1──▶ rate ──▶ ClickHouse invoices ──▶ api (invoices)
+//	                ▲                               ├─ close ──Kafka mau.rollups.v1──▶ rate ──▶ ClickHouse invoices ──▶ api (invoices)
+//	                │                               └─ caps.Publisher ──Kafka mau.caps.v1──┐ (POC caps)
+//	                └── caps.State (gateway, from memory) ◀────────────────────────────────┘
 //
 // To change…                               read…
 //   - what an event may contain            pkg/event (contract, validation, wire encoding)
 //   - how a request is validated/answered  pipeline/ingest
 //   - how devices are counted, crash safety pipeline/count (and docs/ARCHITECTURE.md, "Counting")
 //   - month close, rollups, restatements   pipeline/count (closer.go)
+//   - POC caps (publisher, gateway state)  pipeline/caps (and docs/ARCHITECTURE.md, "POC caps")
 //   - pricing a month, invoices, evidence  pkg/plan, pipeline/rate
 //   - Kafka topics, producer, lag, kfake   pipeline/bus
 //   - ClickHouse tables and queries        schemas/clickhouse, pipeline/chstore

@@ -146,8 +146,12 @@ format_storage() {
 	[[ -f $DATADIR/data/meta.properties ]] && return 0
 	local cid t0
 	t0=$(now_ms)
-	# A cluster id is 16 random bytes, base64url without padding (22 chars).
-	cid=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')
+	# A cluster id is 16 random bytes, base64url without padding (22 chars). One starting with
+	# '-' (1 in 64) would be read as an option by StorageTool's argument parser: draw again.
+	cid=-
+	while [[ $cid == -* ]]; do
+		cid=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')
+	done
 	java_opts
 	java "${JAVA_OPTS[@]}" -cp "$K_LIBS/*" kafka.tools.StorageTool format --standalone \
 		-t "$cid" -c "$PROPS" >"$DATADIR/format.log" 2>&1 </dev/null || {

@@ -24,12 +24,13 @@ import (
 var demoTenants []byte
 
 // demoDevices is how many devices each demo tenant gets at --scale 1: enough to cross the Pro
-// quota and show an overage, and to overflow the POC cap.
+// quota and show an overage, and to run into the POC cap (the gateway then refuses new devices).
 var demoDevices = map[string]int{"acme": 250_000, "globex": 80_000, "initech": 260}
 
 // runDemo runs serve in this process on an in-process Kafka and the ClickHouse at
 // --clickhouse-addr, sends generated traffic over HTTP, waits until the counter has consumed
-// all of it, and prints MAU and the bill per tenant-month beside the truth the generator kept.
+// all of it, and prints MAU and the bill per tenant-month beside the truth the generator kept:
+// the devices of the events the gateway accepted (a full POC month refuses new devices).
 func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	o := &options{migrate: true}
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
@@ -39,6 +40,8 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	o.countFlags(fs)
 	o.ingestFlags(fs)
 	o.keysFlags(fs)
+	o.capsFlags(fs)
+	o.plansFlags(fs)
 	scale := fs.Float64("scale", 1, "multiply the demo's device counts")
 	eventsPer := fs.Float64("events-per-device", 2.5, "mean events per device")
 	fs.StringVar(&o.httpAddr, "http-addr", "127.0.0.1:0", "HTTP listen address")
@@ -64,19 +67,13 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			o.tenants = f.Name()
 		}
 	}
-	plans, err := plan.Default()
-	if err != nil {
-		return err
-	}
 	fmt.Fprintf(stdout, "maumeter demo: in-process Kafka, ClickHouse at %s (database %s)\n", o.chAddr, o.chDatabase)
 	s, err := build(ctx, o, roleParts{ingest: true, count: true, embeddedKafka: true}, stderr)
 	if err != nil {
 		return err
 	}
 	defer s.close()
-	if err := plans.CheckTenants(s.catalog); err != nil {
-		return err
-	}
+	plans := s.plans // the tenant catalogue was checked against it
 	// The demo is its own SDK and its own reader: one fresh ingest key and one read key per
 	// tenant, known to this process only.
 	var keys, readKeys map[string]string
@@ -116,8 +113,8 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return fmt.Errorf("loadgen: %w", err)
 	}
-	fmt.Fprintf(stdout, "ingested %d events in %s (%.0f events/s); waiting for the counter...\n",
-		st.Accepted, st.Elapsed.Round(time.Millisecond), float64(st.Accepted)/st.Elapsed.Seconds())
+	fmt.Fprintf(stdout, "ingested %d events in %s (%.0f events/s), %d refused with poc_cap_reached; waiting for the counter...\n",
+		st.Accepted, st.Elapsed.Round(time.Millisecond), float64(st.Accepted)/st.Elapsed.Seconds(), st.Rejected)
 	start := time.Now()
 	for {
 		lag, err := bus.Lag(ctx, s.brokers, o.group, o.topic)
@@ -154,10 +151,43 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			return fmt.Errorf("GET /v1/tenants/%s/mau with %s's read key: %d (%v), want 403", r.TenantID, other, code, err)
 		}
 	}
-	fmt.Fprintf(stdout, "read back %d tenant-months through GET /v1/tenants/{tenant}/mau, each with its tenant's read key (none without a key or with another tenant's)\n\n", len(rows))
+	fmt.Fprintf(stdout, "read back %d tenant-months through GET /v1/tenants/{tenant}/mau, each with its tenant's read key (none without a key or with another tenant's)\n", len(rows))
+	// The gateway refused initech's surplus devices on its own reservations, within the one
+	// request that carried them; the counter's cap state (the counted devices) follows and is
+	// what other gateways, or this one after a restart, go by.
+	start = time.Now()
+	for _, r := range rows {
+		t, _ := s.catalog.Tenant(r.TenantID)
+		month, err := calendar.ParseMonth(r.Month)
+		if err != nil {
+			return err
+		}
+		limit, poc := plans.HardCap(t, month)
+		if !poc {
+			continue
+		}
+		for s.caps.Counted(r.TenantID, r.Month) < int64(r.MAU) {
+			if time.Since(start) > 30*time.Second {
+				return fmt.Errorf("the counter's cap state of %s %s did not reach the gateway within 30 s", r.TenantID, r.Month)
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+		full := ""
+		if n := s.caps.Counted(r.TenantID, r.Month); n >= limit {
+			full = ", full: new devices are refused"
+		}
+		fmt.Fprintf(stdout, "cap state at the gateway %s after counting: %s %s %d of %d devices%s\n", time.Since(start).Round(time.Millisecond),
+			r.TenantID, r.Month, s.caps.Counted(r.TenantID, r.Month), limit, full)
+	}
+	fmt.Fprintln(stdout)
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "tenant\tplan\ttime zone\tmonth\tMAU\tsent (truth)\ttesting\tbillable\tincluded\toverage\tUSD/MAU\tbill USD\tflags\t")
-	mismatch := 0
+	fmt.Fprintln(tw, "tenant\tplan\ttime zone\tmonth\tMAU\taccepted (truth)\ttesting\tbillable\tincluded\toverage\tUSD/MAU\tbill USD\tflags\t")
+	mismatch, overCap := 0, 0
+	var capNotes []string
 	for _, r := range rows {
 		t, _ := s.catalog.Tenant(r.TenantID)
 		month, err := calendar.ParseMonth(r.Month)
@@ -173,6 +203,17 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		if truth != int(r.MAU) {
 			mismatch++
 		}
+		if limit, poc := plans.HardCap(t, month); poc {
+			// One gateway reserves a place for every device it lets in: it never admits more
+			// than the cap, whenever the counter's cap state reaches it.
+			if int64(r.MAU) > limit {
+				overCap++
+			}
+			if n := st.Capped[r.TenantID][r.Month]; n > 0 {
+				capNotes = append(capNotes, fmt.Sprintf("%s %s: %s cap of %d devices reached; %d more devices were refused with poc_cap_reached (not counted, not billed)",
+					r.TenantID, r.Month, b.Plan, limit, n))
+			}
+		}
 		flags := strings.Join(b.Flags, ",")
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t%s\t\n", r.TenantID, b.Plan, t.TimeZone, r.Month,
 			r.MAU, truth, b.TestingMAU, b.MAU, b.IncludedMAU, b.OverageMAU, b.UnitPrice.String(), b.Amount.StringFixed(2), flags)
@@ -180,13 +221,24 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err := tw.Flush(); err != nil {
 		return err
 	}
+	if len(capNotes) > 0 || st.Rejected > 0 {
+		fmt.Fprintf(stdout, "\nPOC caps: %d events refused at the gateway.\n", st.Rejected)
+		for _, n := range capNotes {
+			fmt.Fprintln(stdout, "  "+n)
+		}
+	}
 	cancel()
 	<-roles
 	if mismatch > 0 {
 		return fmt.Errorf("%d tenant-months differ from the generator's truth", mismatch)
 	}
-	fmt.Fprintln(stdout, "\nevery tenant-month equals the truth the generator kept. Bills are priced by pkg/plan on the")
-	fmt.Fprintln(stdout, "embedded plan catalogue (testing apps reported, not billed); invoices with evidence come with the rater.")
+	if overCap > 0 {
+		return fmt.Errorf("%d POC tenant-months counted more devices than their cap", overCap)
+	}
+	fmt.Fprintln(stdout, "\nevery tenant-month equals the truth the generator kept (the devices of the events the gateway")
+	fmt.Fprintln(stdout, "accepted), and no POC month exceeds its cap. Bills are priced by pkg/plan on the plan catalogue")
+	fmt.Fprintln(stdout, "(the embedded one unless --plans; testing apps reported, not billed); `maumeter rate` turns")
+	fmt.Fprintln(stdout, "closed months into invoices with their evidence.")
 	return nil
 }
 

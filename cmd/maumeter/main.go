@@ -28,7 +28,7 @@ var commands = []command{
 	{"serve", "ingest + count in one process (in-process Kafka when --kafka-brokers is empty)", runServe},
 	{"ingest", "HTTP ingest only: POST /v1/events to Kafka", runIngest},
 	{"count", "counter only: consume events, keep exact sets, write mau_devices", runCount},
-	{"migrate", "apply ClickHouse migrations and create the Kafka topics (events, rollups)", runMigrate},
+	{"migrate", "apply ClickHouse migrations and create the Kafka topics (events, rollups, caps)", runMigrate},
 	{"import", "backfill events from an NDJSON file through Kafka (historical ts allowed)", runImport},
 	{"loadgen", "send generated super-app traffic to an ingest endpoint", runLoadgen},
 	{"demo", "run the pipeline on generated traffic (in-process Kafka) and print MAU and bills", runDemo},

@@ -20,7 +20,6 @@ import (
 )
 
 func (o *options) rateFlags(fs *flag.FlagSet) {
-	fs.StringVar(&o.plans, "plans", "", "plan catalogue (YAML; default: the embedded plans of the billing overview)")
 	fs.StringVar(&o.rateGroup, "rate-group", rate.Group, "consumer group of the raters")
 }
 
@@ -38,6 +37,7 @@ func runRate(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	o.kafkaFlags(fs)
 	o.clickhouseFlags(fs)
 	o.rateFlags(fs)
+	o.plansFlags(fs)
 	o.keysFlags(fs)
 	fs.StringVar(&o.rollupsTopic, "rollups-topic", "mau.rollups.v1", "compacted Kafka topic of monthly rollups")
 	fs.StringVar(&o.httpAddr, "http-addr", "127.0.0.1:9465", "HTTP listen address of /metrics, /healthz, /readyz and invoice and MAU reads (service mode)")

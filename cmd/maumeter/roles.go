@@ -16,11 +16,13 @@ import (
 
 	"github.com/maumeter/maumeter/pipeline/api"
 	"github.com/maumeter/maumeter/pipeline/bus"
+	"github.com/maumeter/maumeter/pipeline/caps"
 	"github.com/maumeter/maumeter/pipeline/chstore"
 	"github.com/maumeter/maumeter/pipeline/count"
 	"github.com/maumeter/maumeter/pipeline/ingest"
 	"github.com/maumeter/maumeter/pipeline/rate"
 	"github.com/maumeter/maumeter/pkg/event"
+	"github.com/maumeter/maumeter/pkg/plan"
 	"github.com/maumeter/maumeter/pkg/tenant"
 )
 
@@ -28,6 +30,7 @@ import (
 type options struct {
 	logLevel       string
 	tenants        string
+	plans          string
 	kafkaBrokers   string
 	topic          string
 	partitions     int
@@ -52,8 +55,9 @@ type options struct {
 	closeGrace     time.Duration
 	closeInterval  time.Duration
 	closeWindow    time.Duration
+	capsTopic      string
+	capInterval    time.Duration
 	migrate        bool
-	plans          string
 	rateGroup      string
 }
 
@@ -81,7 +85,19 @@ func (o *options) countFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&o.flushInterval, "flush-interval", time.Second, "longest a first-seen device waits before it is written to ClickHouse")
 	fs.DurationVar(&o.checkpoint, "checkpoint-interval", 10*time.Second, "how often partition rollups (sketches) are stored and offsets committed: the most a crash replays")
 	fs.DurationVar(&o.sessionTimeout, "session-timeout", 10*time.Second, "consumer-group session timeout: how soon a dead counter's partitions move")
+	fs.DurationVar(&o.capInterval, "cap-interval", time.Second, "how often the counter that owns partition 0 publishes the POC tenant-months' counted devices to the caps topic")
 	o.closeFlags(fs)
+}
+
+// plansFlags: the plan catalogue. The rater prices with it; the gateway and the counter take
+// the POC caps from it (plan.Catalog.HardCap), so every role reads the same file.
+func (o *options) plansFlags(fs *flag.FlagSet) {
+	fs.StringVar(&o.plans, "plans", "", "plan catalogue (YAML, schemas/catalog/plans.schema.json); empty: the embedded one, the billing overview's plans")
+}
+
+// capsFlags: the topic the counter publishes POC cap states to and gateways read them from.
+func (o *options) capsFlags(fs *flag.FlagSet) {
+	fs.StringVar(&o.capsTopic, "caps-topic", bus.CapsTopic, "compacted Kafka topic of POC cap states (counted devices of POC tenant-months)")
 }
 
 func (o *options) closeFlags(fs *flag.FlagSet) {
@@ -126,6 +142,7 @@ func (o *options) chConfig() chstore.Config {
 type stack struct {
 	log      *slog.Logger
 	reg      *prometheus.Registry
+	plans    *plan.Catalog
 	catalog  *tenant.Catalog
 	brokers  []string
 	store    *chstore.Store
@@ -134,6 +151,7 @@ type stack struct {
 	counter  *count.Counter
 	rater    *rate.Rater
 	embedded *bus.Embedded
+	caps     *caps.State         // the gateway's POC cap state; nil without ingest
 	keys     *tenant.Keyring     // ingest keys; nil: the catalogue's
 	readKeys *tenant.ReadKeyring // read and operator keys; nil: the catalogue's
 	auth     *api.Auth           // guards the reads; nil when the role serves none
@@ -165,10 +183,13 @@ func build(ctx context.Context, o *options, parts roleParts, stderr io.Writer) (
 			s.close()
 		}
 	}()
-	if s.catalog, err = tenant.Load(o.tenants); err != nil {
+	if s.plans, err = plan.LoadCatalog(o.plans); err != nil {
 		return nil, err
 	}
-	log.Info("tenant catalogue loaded", "file", o.tenants, "tenants", len(s.catalog.Tenants))
+	if s.catalog, err = s.plans.LoadTenants(o.tenants); err != nil {
+		return nil, err
+	}
+	log.Info("catalogues loaded", "tenants_file", o.tenants, "tenants", len(s.catalog.Tenants), "plans", s.plans.Name())
 	if s.brokers, err = o.brokers(); err != nil {
 		return nil, err
 	}
@@ -198,29 +219,31 @@ func build(ctx context.Context, o *options, parts roleParts, stderr io.Writer) (
 	if parts.ingest {
 		s.producer = bus.NewProducer(s.brokers, o.topic)
 		s.closers = append(s.closers, func() { s.producer.Close() })
+		s.caps, err = caps.NewState(caps.StateConfig{Brokers: s.brokers, Topic: o.capsTopic, Window: o.maxEventAge}, s.catalog, s.plans, time.Now, log, s.reg)
+		if err != nil {
+			return nil, err
+		}
 	}
 	if parts.count {
+		pub, err := caps.NewPublisher(caps.PublisherConfig{Brokers: s.brokers, Topic: o.capsTopic, Interval: o.capInterval,
+			Window: o.maxEventAge}, s.catalog, s.plans, s.store, time.Now, log, s.reg)
+		if err != nil {
+			return nil, err
+		}
 		s.counter, err = count.New(count.Config{
 			Brokers: s.brokers, Topic: o.topic, Group: o.group,
 			FlushInterval: o.flushInterval, CheckpointInterval: o.checkpoint,
 			SessionTimeout: o.sessionTimeout, RebalanceTimeout: o.sessionTimeout,
-			Close: o.closeConfig(),
+			Close: o.closeConfig(), LeaderTasks: []func(context.Context){pub.Run},
 		}, s.catalog, s.store, time.Now, log, s.reg)
 		if err != nil {
 			return nil, err
 		}
 	}
 	if parts.rate {
-		// The rater prices with the plan catalogue: every tenant's plans must be in it.
-		plans, err := o.loadPlans()
-		if err != nil {
-			return nil, err
-		}
-		if err := plans.CheckTenants(s.catalog); err != nil {
-			return nil, err
-		}
+		// The rater prices with the plan catalogue; the tenants were checked against it above.
 		s.rater, err = rate.New(rate.Config{Brokers: s.brokers, RollupsTopic: o.rollupsTopic, Group: o.rateGroup},
-			s.catalog, plans, s.store, time.Now, log, s.reg)
+			s.catalog, s.plans, s.store, time.Now, log, s.reg)
 		if err != nil {
 			return nil, err
 		}
@@ -250,10 +273,15 @@ func setupInfra(ctx context.Context, o *options, brokers []string, store *chstor
 		if o.rollupsTopic == "" {
 			o.rollupsTopic = bus.RollupsTopic
 		}
-		rt := bus.Topic{Name: o.rollupsTopic, Partitions: 1, ReplicationFactor: o.replication,
-			Configs: map[string]string{"cleanup.policy": "compact"}}
-		if err := bus.EnsureTopic(tctx, brokers, rt, log); err != nil {
-			return err
+		if o.capsTopic == "" {
+			o.capsTopic = bus.CapsTopic
+		}
+		for _, name := range []string{o.rollupsTopic, o.capsTopic} {
+			t := bus.Topic{Name: name, Partitions: 1, ReplicationFactor: o.replication,
+				Configs: map[string]string{"cleanup.policy": "compact"}}
+			if err := bus.EnsureTopic(tctx, brokers, t, log); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
@@ -267,7 +295,7 @@ func (s *stack) handler(o *options) (http.Handler, error) {
 			Bounds:      event.Bounds{MaxAge: o.maxEventAge, MaxFuture: o.maxEventFuture},
 			TenantLimit: tenant.IngestLimit{EventsPerSecond: o.tenantRate, Burst: o.tenantBurst},
 			MaxInFlight: o.maxInFlight,
-		}, s.catalog, s.producer, nil, time.Now, s.log, s.reg)
+		}, s.catalog, s.producer, s.caps, time.Now, s.log, s.reg)
 		if err != nil {
 			return nil, err
 		}
@@ -279,6 +307,7 @@ func (s *stack) handler(o *options) (http.Handler, error) {
 		}
 		s.ingest = h
 		cfg.Ingest = h
+		cfg.Ready = append(cfg.Ready, api.Check{Name: "caps", Fn: s.caps.Ready})
 	}
 	if s.counter != nil {
 		cfg.MAU = s.counter
@@ -343,8 +372,9 @@ func serveHTTP(ctx context.Context, addr string, h http.Handler, timeouts api.Ti
 	return nil
 }
 
-// runRoles runs HTTP and the counter until ctx ends or one fails. Shutdown is in data-flow
-// order: HTTP first (no new events), then the counter (final flush and commit).
+// runRoles runs HTTP (with the gateway's cap state) and the counter until ctx ends or one
+// fails. Shutdown is in data-flow order: HTTP first (no new events), then the counter (final
+// flush and commit).
 func runRoles(ctx context.Context, o *options, s *stack, ready chan<- string) error {
 	h, err := s.handler(o)
 	if err != nil {
@@ -358,6 +388,9 @@ func runRoles(ctx context.Context, o *options, s *stack, ready chan<- string) er
 	}
 	if s.auth != nil && s.readKeys == nil && o.keysReload > 0 {
 		go s.auth.WatchKeys(ctx, o.tenants, o.keysReload)
+	}
+	if s.caps != nil {
+		runners = append(runners, func(ctx context.Context) error { s.caps.Run(ctx); return nil }) // returns when ctx ends
 	}
 	if s.counter != nil {
 		runners = append(runners, s.counter.Run)
@@ -390,6 +423,8 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	o.ingestFlags(fs)
 	o.keysFlags(fs)
 	o.rateFlags(fs)
+	o.capsFlags(fs)
+	o.plansFlags(fs)
 	fs.StringVar(&o.httpAddr, "http-addr", "127.0.0.1:8080", "HTTP listen address")
 	fs.BoolVar(&o.migrate, "migrate", true, "apply ClickHouse migrations and create topics at start")
 	if err := parseFlags(fs, args, stderr); err != nil {
@@ -410,6 +445,8 @@ func runIngest(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	o.kafkaFlags(fs)
 	o.ingestFlags(fs)
 	o.keysFlags(fs)
+	o.capsFlags(fs)
+	o.plansFlags(fs)
 	fs.StringVar(&o.httpAddr, "http-addr", "127.0.0.1:8080", "HTTP listen address")
 	if err := parseFlags(fs, args, stderr); err != nil {
 		return err
@@ -430,6 +467,8 @@ func runCount(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	o.clickhouseFlags(fs)
 	o.countFlags(fs)
 	o.keysFlags(fs)
+	o.capsFlags(fs)
+	o.plansFlags(fs)
 	fs.StringVar(&o.httpAddr, "http-addr", "127.0.0.1:9464", "HTTP listen address of /metrics, /healthz, /readyz and MAU and invoice reads")
 	if err := parseFlags(fs, args, stderr); err != nil {
 		return err
@@ -449,6 +488,8 @@ func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	o.kafkaFlags(fs)
 	o.clickhouseFlags(fs)
 	fs.StringVar(&o.rollupsTopic, "rollups-topic", bus.RollupsTopic, "compacted Kafka topic of monthly rollups")
+	o.capsFlags(fs)
+	o.plansFlags(fs)
 	if err := parseFlags(fs, args, stderr); err != nil {
 		return err
 	}

@@ -220,8 +220,8 @@ func runLoadgen(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		URL: *url, Keys: keys, Tenants: tenants, EventsPer: *eventsPer, Batch: *batch, Concurrency: *conc,
 		From: now.Add(-time.Duration(*days) * 24 * time.Hour), To: now, Seed: uint64(now.UnixNano()),
 	}, &http.Client{Timeout: 30 * time.Second})
-	fmt.Fprintf(stdout, "sent %d events in %d requests (%d retries), %d accepted, in %s (%.0f events/s)\n",
-		st.Events, st.Requests, st.Retries, st.Accepted, st.Elapsed.Round(time.Millisecond), float64(st.Accepted)/st.Elapsed.Seconds())
+	fmt.Fprintf(stdout, "sent %d events in %d requests (%d retries), %d accepted, %d refused with poc_cap_reached, in %s (%.0f events/s)\n",
+		st.Events, st.Requests, st.Retries, st.Accepted, st.Rejected, st.Elapsed.Round(time.Millisecond), float64(st.Accepted)/st.Elapsed.Seconds())
 	return err
 }
 

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+
+	"github.com/maumeter/maumeter/pkg/event"
 )
 
 // EndOffsets returns the offset one past the last message of every partition of topic.
@@ -79,13 +81,21 @@ func committedOffsets(ctx context.Context, brokers []string, group, topic string
 	return out, nil
 }
 
+// ErrTopicNotFound is returned for a topic the brokers do not know (yet).
+var ErrTopicNotFound = errors.New("topic not found")
+
+// Partitions returns the partition ids of topic; ErrTopicNotFound when it does not exist.
+func Partitions(ctx context.Context, brokers []string, topic string) ([]int, error) {
+	return partitions(ctx, &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second}, topic)
+}
+
 func partitions(ctx context.Context, client *kafka.Client, topic string) ([]int, error) {
 	meta, err := client.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
 	if err != nil {
 		return nil, fmt.Errorf("metadata %s: %w", topic, err)
 	}
 	if len(meta.Topics) != 1 || meta.Topics[0].Error != nil {
-		return nil, fmt.Errorf("topic %s not found", topic)
+		return nil, fmt.Errorf("%w: %s", ErrTopicNotFound, topic)
 	}
 	parts := make([]int, len(meta.Topics[0].Partitions))
 	for i, p := range meta.Topics[0].Partitions {
@@ -99,6 +109,12 @@ const RollupsTopic = "mau.rollups.v1"
 
 // RollupSchema is the schema header value of rollup messages (JSON).
 const RollupSchema = "maumeter.rollup.v1"
+
+// CapsTopic is the compacted topic of POC cap states, keyed tenant/month (pipeline/caps).
+const CapsTopic = "mau.caps.v1"
+
+// CapsSchema is the schema header value of cap state messages (JSON).
+const CapsSchema = "maumeter.caps.v1"
 
 // JSONPublisher writes JSON values to a topic, acknowledged by all in-sync replicas. It is safe
 // for concurrent use; Close it when done.
@@ -122,7 +138,7 @@ func (p *JSONPublisher) Publish(ctx context.Context, key string, v any) error {
 		return fmt.Errorf("publish %s: %w", key, err)
 	}
 	err = p.w.WriteMessages(ctx, kafka.Message{Key: []byte(key), Value: data,
-		Headers: []kafka.Header{{Key: "schema", Value: []byte(p.schema)}}})
+		Headers: []kafka.Header{{Key: event.SchemaHeader, Value: []byte(p.schema)}}})
 	if err != nil {
 		return fmt.Errorf("%w: publish %s: %w", ErrUnavailable, key, err)
 	}

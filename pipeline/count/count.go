@@ -2,7 +2,7 @@
 // per assigned partition and per (tenant, billing month), the exact set of device keys seen and
 // HyperLogLog sketches (tenant-month, per app, per mini program, per day). A device new to its
 // set is written to ClickHouse mau_devices. The member that owns partition 0 also closes months
-// (closer.go).
+// (closer.go) and runs the other leader tasks it is given (the POC cap publisher).
 //
 // Flush protocol (docs/ARCHITECTURE.md, "Counting"): every flush writes, in this order, the
 // first-seen devices to mau_devices, the state of every tenant-month the partition touched to
@@ -51,6 +51,10 @@ type Config struct {
 	SessionTimeout     time.Duration // consumer-group session timeout (default 10s)
 	RebalanceTimeout   time.Duration // default 10s
 	Close              CloseConfig
+	// LeaderTasks run, like the month closer, in the one counter that owns partition 0, from
+	// its assignment until the generation ends (when they must return: kafka-go ends a
+	// generation as soon as one of its functions returns). The POC cap publisher is one.
+	LeaderTasks []func(ctx context.Context)
 }
 
 // Validate checks c and fills defaults.
@@ -205,6 +209,9 @@ func (c *Counter) Run(ctx context.Context) error {
 			ids[i] = a.ID
 			if a.ID == 0 {
 				gen.Start(c.closer.Run)
+				for _, task := range c.cfg.LeaderTasks {
+					gen.Start(task)
+				}
 			}
 		}
 		c.log.Info("partitions assigned", "generation", gen.ID, "member", gen.MemberID, "partitions", ids)

@@ -17,7 +17,6 @@ import (
 	"math"
 	"net/http"
 	"strconv"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -33,12 +32,17 @@ type Producer interface {
 	Produce(ctx context.Context, events []event.Event) error
 }
 
-// CapState says which devices a POC tenant-month may no longer add. The counter owns the state
-// and publishes it; an implementation answers from memory and must not block: it is asked for
-// every event of a POC tenant.
+// CapState says which devices a POC tenant-month may no longer add. The counter publishes the
+// counted devices (pipeline/caps); an implementation answers from memory and must not block: it
+// is asked for every otherwise valid event of a tenant it may cap.
 type CapState interface {
+	// MayCap reports whether some month of the tenant can have a cap (a purchase of a
+	// hard-capped plan); Capped is asked only for such tenants.
+	MayCap(t *tenant.Tenant) bool
 	// Capped reports whether the month (YYYY-MM, the tenant's billing calendar) of the event's
 	// tenant has reached its POC cap and the event's device is not among those already counted.
+	// An implementation may count a device it answers false for as admitted (caps.State
+	// reserves its place), so it must be asked only once the event passed every other check.
 	Capped(e *event.Event, month string) bool
 }
 
@@ -242,7 +246,7 @@ func (h *Handler) validate(key *tenant.IngestKey, raws [][]byte, now time.Time) 
 	good := make([]event.Event, 0, len(raws))
 	var rejected []event.Rejection
 	t, _ := h.catalog.Tenant(key.Tenant())
-	capped := h.caps != nil && t != nil && strings.HasPrefix(t.Plan, "poc_")
+	capped := h.caps != nil && t != nil && h.caps.MayCap(t)
 	for i, raw := range raws {
 		e, rj := event.Parse(raw, now, h.cfg.Bounds)
 		switch {
@@ -255,7 +259,7 @@ func (h *Handler) validate(key *tenant.IngestKey, raws [][]byte, now time.Time) 
 				rj = &event.Rejection{Reason: event.ReasonAppNotAllowed, Field: "app_id", Message: fmt.Sprintf("ingest key %s may not send events for app %q", key.ID, e.AppID)}
 			}
 			if rj == nil && capped && h.caps.Capped(&e, calendar.MonthOf(e.TS, t.Location()).String()) {
-				rj = &event.Rejection{Reason: event.ReasonPOCCapReached, Field: "guid", Message: fmt.Sprintf("the %s plan's MAU cap is reached this month; only devices already counted are accepted", t.Plan)}
+				rj = &event.Rejection{Reason: event.ReasonPOCCapReached, Field: "guid", Message: "the POC plan's MAU cap of this month is reached; only devices already counted are accepted"}
 			}
 		}
 		if rj != nil {

@@ -605,6 +605,8 @@ func TestOverloadGives429(t *testing.T) {
 // caps is a CapState of fixed full months and their counted devices.
 type caps map[string]map[event.DeviceKey]bool // tenant/month → counted devices
 
+func (c caps) MayCap(t *tenant.Tenant) bool { return t.ID == "initech" } // the POC tenant
+
 func (c caps) Capped(e *event.Event, month string) bool {
 	counted, full := c[e.TenantID+"/"+month]
 	return full && !counted[e.Key()]

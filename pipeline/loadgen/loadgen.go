@@ -1,7 +1,9 @@
 // Package loadgen generates super-app traffic and sends it to an ingest endpoint the way SDKs
 // do: batches of one tenant over HTTP with that tenant's ingest key, retried on 429, 503 and
-// network errors (so the meter sees the same events twice). It also computes the truth it sent, the exact MAU per tenant-month, which the
-// demo prints beside what the meter counted.
+// network errors (so the meter sees the same events twice). It also computes the truth of what
+// the endpoint accepted, the exact MAU per tenant-month, which the demo prints beside what the
+// meter counted. Events refused with poc_cap_reached (a full POC month) are expected and left
+// out of the truth; any other rejection of a generated event is an error.
 package loadgen
 
 import (
@@ -45,14 +47,20 @@ type Config struct {
 type Stats struct {
 	Events   int64 // events generated
 	Accepted int64 // events the endpoint acknowledged
-	Rejected int64
+	Rejected int64 // events refused with poc_cap_reached (any other reason stops the run)
 	Retries  int64 // requests sent again
 	Requests int64
 	Elapsed  time.Duration
 	// Truth is the exact number of distinct (app, guid) per tenant and billing month among the
 	// accepted events.
 	Truth map[string]map[string]int
+	// Capped is, per tenant and billing month, the distinct (app, guid) none of whose events
+	// were accepted because the POC month was full.
+	Capped map[string]map[string]int
 }
+
+// ReasonPOCCapReached is the rejection a generated event may get: its POC tenant-month is full.
+const ReasonPOCCapReached = "poc_cap_reached"
 
 type wireEvent struct {
 	TenantID      string `json:"tenant_id"`
@@ -61,6 +69,65 @@ type wireEvent struct {
 	Event         string `json:"event"`
 	MiniProgramID string `json:"mini_program_id,omitempty"`
 	TS            string `json:"ts"`
+	month         string // billing month in the tenant's zone
+}
+
+// truth collects the devices of accepted and capped events per tenant, month and app/guid.
+type truth struct {
+	mu       sync.Mutex
+	accepted map[string]map[string]map[string]struct{}
+	capped   map[string]map[string]map[string]struct{}
+}
+
+func add(m map[string]map[string]map[string]struct{}, e *wireEvent) {
+	if m[e.TenantID] == nil {
+		m[e.TenantID] = map[string]map[string]struct{}{}
+	}
+	if m[e.TenantID][e.month] == nil {
+		m[e.TenantID][e.month] = map[string]struct{}{}
+	}
+	m[e.TenantID][e.month][e.AppID+"/"+e.GUID] = struct{}{}
+}
+
+// record notes the outcome of an acknowledged batch; capped holds the indexes refused.
+func (t *truth) record(b []wireEvent, capped map[int]bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for i := range b {
+		if capped[i] {
+			add(t.capped, &b[i])
+		} else {
+			add(t.accepted, &b[i])
+		}
+	}
+}
+
+// counts returns the truth and the capped devices never accepted, per tenant and month.
+func (t *truth) counts() (accepted, capped map[string]map[string]int) {
+	accepted, capped = map[string]map[string]int{}, map[string]map[string]int{}
+	for tenant, months := range t.accepted {
+		accepted[tenant] = map[string]int{}
+		for m, set := range months {
+			accepted[tenant][m] = len(set)
+		}
+	}
+	for tenant, months := range t.capped {
+		for m, set := range months {
+			n := 0
+			for d := range set {
+				if _, ok := t.accepted[tenant][m][d]; !ok {
+					n++
+				}
+			}
+			if n > 0 {
+				if capped[tenant] == nil {
+					capped[tenant] = map[string]int{}
+				}
+				capped[tenant][m] = n
+			}
+		}
+	}
+	return accepted, capped
 }
 
 var eventTypes = []string{"search", "pre_download", "open"}
@@ -81,8 +148,8 @@ func Run(ctx context.Context, cfg Config, client *http.Client) (Stats, error) {
 		return Stats{}, errors.New("loadgen: To must be after From")
 	}
 	start := time.Now()
-	st := Stats{Truth: map[string]map[string]int{}}
-	seen := map[string]map[string]map[string]struct{}{} // tenant → month → app/guid
+	st := Stats{}
+	tr := &truth{accepted: map[string]map[string]map[string]struct{}{}, capped: map[string]map[string]map[string]struct{}{}}
 	for _, t := range cfg.Tenants {
 		if cfg.Keys[t.ID] == "" {
 			return Stats{}, fmt.Errorf("loadgen: no ingest key for tenant %s", t.ID)
@@ -98,9 +165,12 @@ func Run(ctx context.Context, cfg Config, client *http.Client) (Stats, error) {
 	for range cfg.Concurrency {
 		wg.Go(func() {
 			for b := range batches {
-				a, r, tries, err := send(ctx, client, cfg.URL, cfg.Keys[b[0].TenantID], b)
+				a, capped, tries, err := send(ctx, client, cfg.URL, cfg.Keys[b[0].TenantID], b)
+				if err == nil {
+					tr.record(b, capped)
+				}
 				accepted.Add(int64(a))
-				rejected.Add(int64(r))
+				rejected.Add(int64(len(capped)))
 				retries.Add(int64(tries - 1))
 				requests.Add(int64(tries))
 				if err != nil {
@@ -144,18 +214,11 @@ gen:
 			for range n {
 				ts := cfg.From.Add(time.Duration(rng.Int64N(int64(span))))
 				typ := eventTypes[rng.IntN(len(eventTypes))]
-				e := wireEvent{TenantID: t.ID, AppID: app, GUID: guid, Event: typ, TS: ts.In(t.Location).Format(time.RFC3339Nano)}
+				e := wireEvent{TenantID: t.ID, AppID: app, GUID: guid, Event: typ, TS: ts.In(t.Location).Format(time.RFC3339Nano),
+					month: calendar.MonthOf(ts, t.Location).String()}
 				if typ != "search" {
 					e.MiniProgramID = fmt.Sprintf("mp-%d", rng.IntN(50))
 				}
-				month := calendar.MonthOf(ts, t.Location).String()
-				if seen[t.ID] == nil {
-					seen[t.ID] = map[string]map[string]struct{}{}
-				}
-				if seen[t.ID][month] == nil {
-					seen[t.ID][month] = map[string]struct{}{}
-				}
-				seen[t.ID][month][app+"/"+guid] = struct{}{}
 				st.Events++
 				pending[t.ID] = append(pending[t.ID], e)
 				if len(pending[t.ID]) == cfg.Batch && !flush(t.ID) {
@@ -171,12 +234,7 @@ gen:
 	}
 	close(batches)
 	wg.Wait()
-	for t, months := range seen {
-		st.Truth[t] = map[string]int{}
-		for m, set := range months {
-			st.Truth[t][m] = len(set)
-		}
-	}
+	st.Truth, st.Capped = tr.counts()
 	st.Accepted, st.Rejected, st.Retries, st.Requests = accepted.Load(), rejected.Load(), retries.Load(), requests.Load()
 	st.Elapsed = time.Since(start)
 	if sendErr != nil {
@@ -186,19 +244,20 @@ gen:
 }
 
 // send posts one batch until it is acknowledged, retrying overload and outages with backoff.
-func send(ctx context.Context, client *http.Client, url, key string, b []wireEvent) (accepted, rejected, tries int, err error) {
+// It returns the indexes refused with poc_cap_reached; any other rejection is an error.
+func send(ctx context.Context, client *http.Client, url, key string, b []wireEvent) (accepted int, capped map[int]bool, tries int, err error) {
 	var body bytes.Buffer
 	enc := json.NewEncoder(&body)
 	for i := range b {
 		if err := enc.Encode(&b[i]); err != nil {
-			return 0, 0, 1, fmt.Errorf("loadgen: encode: %w", err)
+			return 0, nil, 1, fmt.Errorf("loadgen: encode: %w", err)
 		}
 	}
 	backoff := 50 * time.Millisecond
 	for tries = 1; ; tries++ {
 		req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body.Bytes()))
 		if err != nil {
-			return 0, 0, tries, fmt.Errorf("loadgen: %w", err)
+			return 0, nil, tries, fmt.Errorf("loadgen: %w", err)
 		}
 		req.Header.Set("Content-Type", "application/x-ndjson")
 		req.Header.Set("Authorization", "Bearer "+key)
@@ -209,19 +268,30 @@ func send(ctx context.Context, client *http.Client, url, key string, b []wireEve
 			switch resp.StatusCode {
 			case http.StatusOK:
 				var r struct {
-					Accepted int               `json:"accepted"`
-					Rejected []json.RawMessage `json:"rejected"`
+					Accepted int `json:"accepted"`
+					Rejected []struct {
+						Index   int    `json:"index"`
+						Reason  string `json:"reason"`
+						Message string `json:"message"`
+					} `json:"rejected"`
 				}
 				if err := json.Unmarshal(data, &r); err != nil {
-					return 0, 0, tries, fmt.Errorf("loadgen: response: %w", err)
+					return 0, nil, tries, fmt.Errorf("loadgen: response: %w", err)
 				}
-				if len(r.Rejected) > 0 {
-					return r.Accepted, len(r.Rejected), tries, fmt.Errorf("loadgen: %d generated events rejected, first: %s", len(r.Rejected), r.Rejected[0])
+				capped := map[int]bool{}
+				for _, rj := range r.Rejected {
+					if rj.Reason != ReasonPOCCapReached || rj.Index < 0 || rj.Index >= len(b) {
+						return r.Accepted, nil, tries, fmt.Errorf("loadgen: generated event %d rejected: %s: %s", rj.Index, rj.Reason, rj.Message)
+					}
+					capped[rj.Index] = true
 				}
-				return r.Accepted, 0, tries, nil
+				if r.Accepted != len(b)-len(capped) {
+					return r.Accepted, nil, tries, fmt.Errorf("loadgen: %d of %d events accepted and %d refused", r.Accepted, len(b), len(capped))
+				}
+				return r.Accepted, capped, tries, nil
 			case http.StatusTooManyRequests, http.StatusServiceUnavailable:
 			default:
-				return 0, 0, tries, fmt.Errorf("loadgen: %s: %s", resp.Status, bytes.TrimSpace(data))
+				return 0, nil, tries, fmt.Errorf("loadgen: %s: %s", resp.Status, bytes.TrimSpace(data))
 			}
 		}
 		wait := backoff
@@ -233,7 +303,7 @@ func send(ctx context.Context, client *http.Client, url, key string, b []wireEve
 		}
 		select {
 		case <-ctx.Done():
-			return 0, 0, tries, ctx.Err()
+			return 0, nil, tries, ctx.Err()
 		case <-time.After(wait):
 		}
 		backoff = min(2*backoff, 2*time.Second)
