@@ -13,9 +13,13 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/maumeter/maumeter/pipeline/bus"
 	"github.com/maumeter/maumeter/pipeline/chstore"
+	"github.com/maumeter/maumeter/pipeline/count"
 	"github.com/maumeter/maumeter/pipeline/loadgen"
+	"github.com/maumeter/maumeter/pipeline/rate"
 	"github.com/maumeter/maumeter/pkg/calendar"
 	"github.com/maumeter/maumeter/pkg/plan"
 )
@@ -49,6 +53,12 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	o.logLevel = "warn"
+	// The demo closes the ended months itself once everything is counted (below), as an
+	// operator would with `maumeter close`; the automatic closer must not close them while the
+	// traffic still flows.
+	if _, set := os.LookupEnv(envName("close-interval")); !set && !flagSet(fs, "close-interval") {
+		o.closeInterval = 24 * time.Hour
+	}
 	// The demo's one SDK sends as fast as it can: it shows the pipeline, not the rate limiter.
 	if _, set := os.LookupEnv(envName("tenant-rate")); !set && !flagSet(fs, "tenant-rate") {
 		o.tenantRate = 0
@@ -68,7 +78,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		}
 	}
 	fmt.Fprintf(stdout, "maumeter demo: in-process Kafka, ClickHouse at %s (database %s)\n", o.chAddr, o.chDatabase)
-	s, err := build(ctx, o, roleParts{ingest: true, count: true, embeddedKafka: true}, stderr)
+	s, err := build(ctx, o, roleParts{ingest: true, count: true, rate: true, embeddedKafka: true}, stderr)
 	if err != nil {
 		return err
 	}
@@ -100,11 +110,10 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		}
 		tenants = append(tenants, loadgen.Tenant{ID: t.ID, Apps: appsOf(t), Location: t.Location(), Devices: max(1, int(float64(n)**scale))})
 	}
+	// 30 days back: the traffic always spans the end of the last month (the gateway takes
+	// events up to 35 days old), which the demo closes and rates.
 	now := time.Now()
-	from := now.Add(-20 * 24 * time.Hour) // spans a month boundary whenever today is before the 21st
-	if now.Day() >= 21 {
-		from = now.Add(-time.Duration(now.Day()+3) * 24 * time.Hour)
-	}
+	from := now.Add(-30 * 24 * time.Hour)
 	fmt.Fprintf(stdout, "sending generated traffic for %d tenants from %s to %s over HTTP...\n", len(tenants), from.Format(time.DateOnly), now.Format(time.DateOnly))
 	st, err := loadgen.Run(ctx, loadgen.Config{
 		URL: "http://" + addr + "/v1/events", Keys: keys, Tenants: tenants, EventsPer: *eventsPer,
@@ -183,9 +192,13 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		fmt.Fprintf(stdout, "cap state at the gateway %s after counting: %s %s %d of %d devices%s\n", time.Since(start).Round(time.Millisecond),
 			r.TenantID, r.Month, s.caps.Counted(r.TenantID, r.Month), limit, full)
 	}
-	fmt.Fprintln(stdout)
-	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "tenant\tplan\ttime zone\tmonth\tMAU\taccepted (truth)\ttesting\tbillable\tincluded\toverage\tUSD/MAU\tbill USD\tflags\t")
+	// Close every tenant-month that has ended in its tenant's zone, as `maumeter close` would,
+	// and let the rater of this process invoice it from the rollups topic.
+	closer, err := count.NewCloser(o.closeConfig(), s.brokers, o.topic, o.group, s.catalog, s.store, time.Now, s.log, prometheus.NewRegistry())
+	if err != nil {
+		return err
+	}
+	var closed, open []chstore.MonthlyMAU
 	mismatch, overCap := 0, 0
 	var capNotes []string
 	for _, r := range rows {
@@ -194,14 +207,9 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		if err != nil {
 			return err
 		}
-		facts, err := s.store.Facts(ctx, chstore.TenantMonth{TenantID: r.TenantID, Month: r.Month})
-		if err != nil {
-			return err
-		}
-		b := plans.Price(t, plan.Usage{Month: month, MAUByApp: facts.ByApp})
-		truth := st.Truth[r.TenantID][r.Month]
-		if truth != int(r.MAU) {
+		if st.Truth[r.TenantID][r.Month] != int(r.MAU) {
 			mismatch++
+			fmt.Fprintf(stdout, "MISMATCH %s %s: MAU %d, truth %d\n", r.TenantID, r.Month, r.MAU, st.Truth[r.TenantID][r.Month])
 		}
 		if limit, poc := plans.HardCap(t, month); poc {
 			// One gateway reserves a place for every device it lets in: it never admits more
@@ -211,12 +219,59 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			}
 			if n := st.Capped[r.TenantID][r.Month]; n > 0 {
 				capNotes = append(capNotes, fmt.Sprintf("%s %s: %s cap of %d devices reached; %d more devices were refused with poc_cap_reached (not counted, not billed)",
-					r.TenantID, r.Month, b.Plan, limit, n))
+					r.TenantID, r.Month, t.Plan, limit, n))
 			}
 		}
-		flags := strings.Join(b.Flags, ",")
+		if now.Before(month.End(t.Location())) {
+			open = append(open, r)
+			continue
+		}
+		if _, err := closer.Close(ctx, chstore.TenantMonth{TenantID: r.TenantID, Month: r.Month}); err != nil {
+			return err
+		}
+		closed = append(closed, r)
+	}
+	if len(closed) > 0 {
+		var sts []rate.Statement
+		for _, r := range closed {
+			stmt, err := waitStatement(ctx, s.store, r.TenantID, r.Month, roles)
+			if err != nil {
+				return err
+			}
+			// The evidence: the invoice's own SQL over mau_devices gives its MAU back.
+			n, err := s.store.QueryCount(ctx, stmt.Evidence.MAUSQL)
+			if err != nil {
+				return err
+			}
+			if n != stmt.MAU || stmt.TotalMAU != r.MAU {
+				mismatch++
+				fmt.Fprintf(stdout, "MISMATCH %s %s: invoice MAU %d, its SQL %d; invoice total %d, counted %d\n",
+					r.TenantID, r.Month, stmt.MAU, n, stmt.TotalMAU, r.MAU)
+			}
+			sts = append(sts, stmt)
+		}
+		fmt.Fprintf(stdout, "\nclosed the %d tenant-months that have ended (as `maumeter close` would); the rater invoiced them", len(closed))
+		fmt.Fprintf(stdout, "\n(after their due time, the end of day 3 of the next month: the demo's traffic is historical):\n\n")
+		if err := rate.Write(stdout, "table", sts); err != nil {
+			return err
+		}
+		fmt.Fprintln(stdout, "\neach invoice's mau_sql, run on mau_devices, returns its MAU (`maumeter audit` lists those devices).")
+	}
+
+	fmt.Fprintf(stdout, "\nmonth to date (open months: exact in real time, priced as they stand, invoiced once closed):\n\n")
+	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "tenant\tplan\ttime zone\tmonth\tMAU\taccepted (truth)\ttesting\tbillable\tincluded\toverage\tUSD/MAU\tbill to date USD\tflags\t")
+	for _, r := range open {
+		t, _ := s.catalog.Tenant(r.TenantID)
+		month, _ := calendar.ParseMonth(r.Month)
+		facts, err := s.store.Facts(ctx, chstore.TenantMonth{TenantID: r.TenantID, Month: r.Month})
+		if err != nil {
+			return err
+		}
+		b := plans.Price(t, plan.Usage{Month: month, MAUByApp: facts.ByApp})
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t%s\t\n", r.TenantID, b.Plan, t.TimeZone, r.Month,
-			r.MAU, truth, b.TestingMAU, b.MAU, b.IncludedMAU, b.OverageMAU, b.UnitPrice.String(), b.Amount.StringFixed(2), flags)
+			r.MAU, st.Truth[r.TenantID][r.Month], b.TestingMAU, b.MAU, b.IncludedMAU, b.OverageMAU, b.UnitPrice.String(),
+			b.Amount.StringFixed(2), orDash(strings.Join(b.Flags, ",")))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -236,9 +291,8 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return fmt.Errorf("%d POC tenant-months counted more devices than their cap", overCap)
 	}
 	fmt.Fprintln(stdout, "\nevery tenant-month equals the truth the generator kept (the devices of the events the gateway")
-	fmt.Fprintln(stdout, "accepted), and no POC month exceeds its cap. Bills are priced by pkg/plan on the plan catalogue")
-	fmt.Fprintln(stdout, "(the embedded one unless --plans; testing apps reported, not billed); `maumeter rate` turns")
-	fmt.Fprintln(stdout, "closed months into invoices with their evidence.")
+	fmt.Fprintln(stdout, "accepted), and no POC month exceeds its cap. Prices come from pkg/plan on the plan catalogue")
+	fmt.Fprintln(stdout, "(the embedded one unless --plans); testing apps are reported, not billed.")
 	return nil
 }
 
@@ -276,4 +330,39 @@ func writeJSONLines[T any](w io.Writer, rows []T) error {
 		}
 	}
 	return nil
+}
+
+// waitStatement waits until the rater has invoiced the latest rollup of a tenant-month.
+func waitStatement(ctx context.Context, store *chstore.Store, tenantID, month string, roles <-chan error) (rate.Statement, error) {
+	deadline := time.Now().Add(time.Minute)
+	for {
+		rollups, err := store.Rollups(ctx, tenantID, month)
+		if err != nil {
+			return rate.Statement{}, err
+		}
+		sts, err := rate.Reader{Store: store}.Statements(ctx, tenantID, month)
+		if err != nil {
+			return rate.Statement{}, err
+		}
+		if len(rollups) > 0 && len(sts) == 1 && sts[0].RollupVersion == rollups[len(rollups)-1].Version {
+			return sts[0], nil
+		}
+		if time.Now().After(deadline) {
+			return rate.Statement{}, fmt.Errorf("no invoice of %s %s within a minute of its close", tenantID, month)
+		}
+		select {
+		case <-ctx.Done():
+			return rate.Statement{}, ctx.Err()
+		case err := <-roles:
+			return rate.Statement{}, fmt.Errorf("pipeline stopped: %w", err)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
 }

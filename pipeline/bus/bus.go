@@ -147,57 +147,6 @@ var schemaHeaders = []kafka.Header{{Key: event.SchemaHeader, Value: []byte(event
 // Close flushes and closes the producer.
 func (p *Producer) Close() error { return p.w.Close() }
 
-// Lag is how far a consumer group is behind the end of a topic, in messages, summed over
-// partitions. A partition without a committed offset counts from its first offset.
-func Lag(ctx context.Context, brokers []string, group, topic string) (int64, error) {
-	client := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second}
-	meta, err := client.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
-	if err != nil {
-		return 0, fmt.Errorf("lag: metadata: %w", err)
-	}
-	if len(meta.Topics) != 1 || meta.Topics[0].Error != nil {
-		return 0, fmt.Errorf("lag: topic %s not found", topic)
-	}
-	var parts []int
-	var reqs []kafka.OffsetRequest
-	for _, p := range meta.Topics[0].Partitions {
-		parts = append(parts, p.ID)
-		reqs = append(reqs, kafka.FirstOffsetOf(p.ID), kafka.LastOffsetOf(p.ID))
-	}
-	offs, err := client.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{topic: reqs}})
-	if err != nil {
-		return 0, fmt.Errorf("lag: list offsets: %w", err)
-	}
-	first, last := map[int]int64{}, map[int]int64{}
-	for _, po := range offs.Topics[topic] {
-		if po.Error != nil {
-			return 0, fmt.Errorf("lag: partition %d offsets: %w", po.Partition, po.Error)
-		}
-		first[po.Partition], last[po.Partition] = po.FirstOffset, po.LastOffset
-	}
-	committed, err := client.OffsetFetch(ctx, &kafka.OffsetFetchRequest{GroupID: group, Topics: map[string][]int{topic: parts}})
-	if err != nil {
-		return 0, fmt.Errorf("lag: offset fetch: %w", err)
-	}
-	if committed.Error != nil {
-		return 0, fmt.Errorf("lag: offset fetch: %w", committed.Error)
-	}
-	var lag int64
-	for _, c := range committed.Topics[topic] {
-		if c.Error != nil {
-			return 0, fmt.Errorf("lag: partition %d committed offset: %w", c.Partition, c.Error)
-		}
-		pos := c.CommittedOffset
-		if pos < 0 {
-			pos = first[c.Partition]
-		}
-		if d := last[c.Partition] - pos; d > 0 {
-			lag += d
-		}
-	}
-	return lag, nil
-}
-
 // Embedded is an in-process Kafka (kfake) for the embedded default and for fast tests. It keeps
 // everything in memory unless started with a data dir.
 type Embedded struct {

@@ -14,6 +14,19 @@ import (
 
 // EndOffsets returns the offset one past the last message of every partition of topic.
 func EndOffsets(ctx context.Context, brokers []string, topic string) (map[int]int64, error) {
+	return listOffsets(ctx, brokers, topic, false)
+}
+
+// FirstOffsets returns the offset of the first message kept on every partition of topic.
+func FirstOffsets(ctx context.Context, brokers []string, topic string) (map[int]int64, error) {
+	return listOffsets(ctx, brokers, topic, true)
+}
+
+func listOffsets(ctx context.Context, brokers []string, topic string, first bool) (map[int]int64, error) {
+	what := "end"
+	if first {
+		what = "first"
+	}
 	client := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second}
 	parts, err := partitions(ctx, client, topic)
 	if err != nil {
@@ -22,19 +35,51 @@ func EndOffsets(ctx context.Context, brokers []string, topic string) (map[int]in
 	reqs := make([]kafka.OffsetRequest, len(parts))
 	for i, p := range parts {
 		reqs[i] = kafka.LastOffsetOf(p)
+		if first {
+			reqs[i] = kafka.FirstOffsetOf(p)
+		}
 	}
 	offs, err := client.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{topic: reqs}})
 	if err != nil {
-		return nil, fmt.Errorf("end offsets %s: %w", topic, err)
+		return nil, fmt.Errorf("%s offsets %s: %w", what, topic, err)
 	}
 	out := make(map[int]int64, len(parts))
 	for _, po := range offs.Topics[topic] {
 		if po.Error != nil {
-			return nil, fmt.Errorf("end offsets %s partition %d: %w", topic, po.Partition, po.Error)
+			return nil, fmt.Errorf("%s offsets %s partition %d: %w", what, topic, po.Partition, po.Error)
 		}
 		out[po.Partition] = po.LastOffset
+		if first {
+			out[po.Partition] = po.FirstOffset
+		}
 	}
 	return out, nil
+}
+
+// Lag is how far a consumer group is behind the end of a topic, in messages, summed over
+// partitions. A partition without a committed offset counts from its first offset.
+func Lag(ctx context.Context, brokers []string, group, topic string) (int64, error) {
+	end, err := EndOffsets(ctx, brokers, topic)
+	if err != nil {
+		return 0, fmt.Errorf("lag: %w", err)
+	}
+	first, err := FirstOffsets(ctx, brokers, topic)
+	if err != nil {
+		return 0, fmt.Errorf("lag: %w", err)
+	}
+	committed, err := CommittedOffsets(ctx, brokers, group, topic)
+	if err != nil {
+		return 0, fmt.Errorf("lag: %w", err)
+	}
+	var lag int64
+	for p, e := range end {
+		pos, ok := committed[p]
+		if !ok {
+			pos = first[p]
+		}
+		lag += max(0, e-pos)
+	}
+	return lag, nil
 }
 
 // CommittedOffsets returns the offsets group has committed on every partition of topic; a

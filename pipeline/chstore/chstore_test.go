@@ -27,10 +27,10 @@ func openTest(t *testing.T) *Store {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		s.conn.Exec(context.Background(), "DROP DATABASE IF EXISTS `"+s.cfg.Database+"`")
-		s.Close()
-	})
+	// The database is left behind, like every other test's: the services' data dir is thrown
+	// away after the run. A DROP DATABASE here, while other packages' tests use the same server,
+	// is a suspect (unconfirmed) in the two runs in which the embedded ClickHouse died.
+	t.Cleanup(func() { s.Close() })
 	return s
 }
 

@@ -276,7 +276,7 @@ func TestRaterInvoicesRestatementsAndReruns(t *testing.T) {
 		t.Fatalf("invoice rows = %d, %v; want 2", rows, err)
 	}
 	r.set(r.now().Add(time.Hour))
-	_, reg2 := r.startRater(t, "test-rate-again-"+r.id)
+	rt2, reg2 := r.startRater(t, "test-rate-again-"+r.id)
 	deadline := time.Now().Add(45 * time.Second)
 	for metric(t, reg2, "maumeter_rater_already_rated_total", "") < 2 && time.Now().Before(deadline) {
 		time.Sleep(100 * time.Millisecond)
@@ -290,6 +290,23 @@ func TestRaterInvoicesRestatementsAndReruns(t *testing.T) {
 	again := r.waitInvoice(t, "acme", 2)
 	if !again.RatedAt.Equal(inv2.RatedAt) || !again.AmountUSD.Equal(inv2.AmountUSD) {
 		t.Errorf("v2 invoice changed: %+v, was %+v", again, inv2)
+	}
+
+	// A rollup stored but never seen on the topic (its message skipped or compacted away):
+	// RateStored finds it, once.
+	v3 := *v1
+	v3.Version, v3.Kind, v3.MAU = 3, "restatement", 33
+	v3.MAUByApp = map[string]uint64{"acme-app": 28, "acme-qa": 5}
+	if err := r.store.InsertRollup(ctx, &v3); err != nil {
+		t.Fatal(err)
+	}
+	written, err := rt2.RateStored(ctx, "acme", "2026-10")
+	if err != nil || len(written) != 1 || written[0].RollupVersion != 3 || written[0].PreviousInvoiceID != inv2.InvoiceID ||
+		!written[0].AdjustmentUSD.IsZero() {
+		t.Fatalf("RateStored = %+v, %v; want the v3 invoice, adjusting v2 by 0", written, err)
+	}
+	if written, err := rt2.RateStored(ctx, "", ""); err != nil || len(written) != 0 {
+		t.Errorf("RateStored again = %+v, %v; want nothing", written, err)
 	}
 }
 
