@@ -427,6 +427,57 @@ func TestComposeTenantsExample(t *testing.T) {
 	}
 }
 
+// The development keys published beside the example catalogue (deploy/dev-ingest-keys for the
+// load generator, deploy/dev-read-keys for curl) must be keys of the mounted catalogue, each of
+// its kind and tenant: a stale file would make the README's commands answer 401.
+func TestComposeDevKeys(t *testing.T) {
+	p, _ := loadCompose(t)
+	catalog, err := tenant.Load(bindSource(t, service(t, p, "rate"), composeTenantsPath))
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile("deploy/dev-ingest-keys")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ingestKeys := map[string]bool{}
+	for item := range strings.SplitSeq(strings.TrimSpace(string(data)), ",") {
+		who, key, _ := strings.Cut(item, "=")
+		k, err := catalog.Keyring().Authenticate(key)
+		if err != nil || k.Tenant() != who {
+			t.Errorf("deploy/dev-ingest-keys: %s: %v, %v; want an ingest key of %s", who, k, err, who)
+		}
+		ingestKeys[who] = true
+	}
+	data, err = os.ReadFile("deploy/dev-read-keys")
+	if err != nil {
+		t.Fatal(err)
+	}
+	readKeys := map[string]bool{}
+	for line := range strings.SplitSeq(string(data), "\n") {
+		if line = strings.TrimSpace(line); line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		who, key, _ := strings.Cut(line, "=")
+		k, err := catalog.ReadKeyring().Authenticate(key)
+		switch {
+		case err != nil:
+			t.Errorf("deploy/dev-read-keys: %s: %v", who, err)
+		case who == "operator" && k.Kind() != tenant.KindOperator, who != "operator" && (k.Kind() != tenant.KindRead || k.Tenant() != who):
+			t.Errorf("deploy/dev-read-keys: %s: a %s key of %q", who, k.Kind(), k.Tenant())
+		}
+		readKeys[who] = true
+	}
+	for _, tn := range catalog.Tenants {
+		if !ingestKeys[tn.ID] || !readKeys[tn.ID] {
+			t.Errorf("tenant %s: development ingest key %v, read key %v; want both", tn.ID, ingestKeys[tn.ID], readKeys[tn.ID])
+		}
+	}
+	if !readKeys["operator"] {
+		t.Error("deploy/dev-read-keys has no operator key")
+	}
+}
+
 // The rater reads the mounted plan catalogue (MAUMETER_PLANS): it must load, equal the embedded
 // one, and hold every plan of the example tenants.
 func TestComposePlansExample(t *testing.T) {

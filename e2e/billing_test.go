@@ -82,26 +82,23 @@ func importEvents(t *testing.T, p *pipeline, month time.Time, sets ...devices) {
 	t.Logf("import:\n%s", runOnce(t, ctx, p.env, "import", "--file", file))
 }
 
-// statementOf asks the rater's API for a tenant's statement of month until one with at least
-// version exists.
-func statementOf(t *testing.T, url, tenant, month string, version uint32) statement {
+// statementOf asks the rater's API, with key (the tenant's read key or an operator key), for
+// a tenant's statement of month until one with at least version exists.
+func statementOf(t *testing.T, url, key, tenant, month string, version uint32) statement {
 	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	var last string
 	for time.Now().Before(deadline) {
-		resp, err := http.Get(fmt.Sprintf("%s/v1/tenants/%s/invoices?month=%s", url, tenant, month))
-		if err == nil {
-			var body struct {
-				Statements []statement `json:"statements"`
-			}
-			err = json.NewDecoder(resp.Body).Decode(&body)
-			resp.Body.Close()
-			if err == nil && len(body.Statements) == 1 && body.Statements[0].RollupVersion >= version {
-				return body.Statements[0]
-			}
-			last = fmt.Sprintf("%d statements %+v, %v", len(body.Statements), body.Statements, err)
-		} else {
-			last = err.Error()
+		var body struct {
+			Statements []statement `json:"statements"`
+		}
+		code, err := getJSON(fmt.Sprintf("%s/v1/tenants/%s/invoices?month=%s", url, tenant, month), key, &body)
+		if err == nil && code == http.StatusOK && len(body.Statements) == 1 && body.Statements[0].RollupVersion >= version {
+			return body.Statements[0]
+		}
+		last = fmt.Sprintf("%d: %d statements %+v, %v", code, len(body.Statements), body.Statements, err)
+		if code == http.StatusUnauthorized || code == http.StatusForbidden {
+			break
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
@@ -129,12 +126,15 @@ func TestBilling(t *testing.T) {
 		devices{"t-shanghai", "sh-qa", 1000, 10})
 
 	url := "http://" + rateAddr
-	nz := statementOf(t, url, "t-auckland", m, 1)
+	// The billing process reads with the operator key, t-shanghai's staff with its read key.
+	nz := statementOf(t, url, p.operator, "t-auckland", m, 1)
 	if nz.MAU != 150 || nz.IncludedMAU != 100 || nz.OverageMAU != 50 || nz.UnitPriceUSD != "0.015" || nz.AmountUSD != "0.75" ||
 		nz.Plan != "pro" || len(nz.Adjustments) != 0 || !nz.Evidence.HLLAgrees {
 		t.Fatalf("t-auckland %s v1 = %+v", m, nz)
 	}
-	sh := statementOf(t, url, "t-shanghai", m, 1)
+	sh := statementOf(t, url, p.readKeys["t-shanghai"], "t-shanghai", m, 1)
+	checkReadAuth(t, p, url, "invoices")
+	checkReadAuth(t, p, url, "mau") // the rater answers MAU reads from ClickHouse
 	// The entitlement report: one production app, one testing app, mini programs mp-0 … mp-6.
 	if e := sh.Entitlements; e.ProductionApps != 1 || e.TestingApps != 1 || e.MiniPrograms != 7 || len(e.Flags) != 0 {
 		t.Errorf("t-shanghai %s entitlements = %+v", m, e)
@@ -154,7 +154,7 @@ func TestBilling(t *testing.T) {
 	// A late device of that month: import restates it, the rater invoices version 2 with the
 	// difference: 53 × 0.015 = 0.795 → 0.80, so the adjustment is 0.05.
 	importEvents(t, p, month, devices{"t-auckland", "nz-super", 150, 3})
-	nz2 := statementOf(t, url, "t-auckland", m, 2)
+	nz2 := statementOf(t, url, p.readKeys["t-auckland"], "t-auckland", m, 2)
 	if nz2.MAU != 153 || nz2.AmountUSD != "0.80" || len(nz2.Adjustments) != 1 || nz2.Adjustments[0].Cents != 5 ||
 		nz2.Adjustments[0].PreviousInvoiceID != nz.InvoiceID || nz2.Adjustments[0].PreviousRollupVersion != 1 ||
 		nz2.Adjustments[0].InvoiceID != nz2.InvoiceID || nz2.InvoiceID == nz.InvoiceID {
@@ -188,7 +188,7 @@ func TestBilling(t *testing.T) {
 	if rowsAfter != rowsBefore {
 		t.Errorf("the second rater run wrote: %d invoice rows, was %d", rowsAfter, rowsBefore)
 	}
-	if same := statementOf(t, "http://"+rateAddr2, "t-auckland", m, 2); same.Evidence.RatedAt != nz2.Evidence.RatedAt || same.AmountUSD != nz2.AmountUSD {
+	if same := statementOf(t, "http://"+rateAddr2, p.operator, "t-auckland", m, 2); same.Evidence.RatedAt != nz2.Evidence.RatedAt || same.AmountUSD != nz2.AmountUSD {
 		t.Errorf("after a second rater run: %+v, was %+v", same, nz2)
 	}
 

@@ -226,17 +226,12 @@ func TestPOCCap(t *testing.T) {
 	}
 	t.Logf("%s: MAU %d (cap %d); %s: MAU %d, overshoot %d from the burst at two gateways", month, mau, limit, month2, mau2, int(mau2)-limit)
 	// The API agrees, and the gateways counted their refusals.
-	resp, err := http.Get(fmt.Sprintf("%s/v1/tenants/t-poc/mau?month=%s", p.countURL, month))
-	if err != nil {
-		t.Fatal(err)
-	}
 	var body struct {
 		MAU uint64 `json:"mau"`
 	}
-	err = json.NewDecoder(resp.Body).Decode(&body)
-	resp.Body.Close()
-	if err != nil || body.MAU != limit {
-		t.Errorf("API MAU of %s = %d (%v), want %d", month, body.MAU, err, limit)
+	code, err := getJSON(fmt.Sprintf("%s/v1/tenants/t-poc/mau?month=%s", p.countURL, month), p.readKeys["t-poc"], &body)
+	if err != nil || code != http.StatusOK || body.MAU != limit {
+		t.Errorf("API MAU of %s = %d %d (%v), want %d", month, code, body.MAU, err, limit)
 	}
 	got := scrape(t, urlA, `maumeter_ingest_events_rejected_total{reason="poc_cap_reached"}`) +
 		scrape(t, urlB, `maumeter_ingest_events_rejected_total{reason="poc_cap_reached"}`)

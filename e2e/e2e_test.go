@@ -10,6 +10,8 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -24,7 +26,8 @@ import (
 
 // catalogue is the tenant catalogue of every test, with the ingest keys of t-shanghai,
 // t-newyork, t-auckland and t-poc in the four %s (startPipeline makes them with `maumeter keys
-// new`). t-poc, on poc_pro (cap 200), gets traffic only in TestPOCCap.
+// new`; withReadKeys adds read and operator keys). t-poc, on poc_pro (cap 200), gets traffic
+// only in TestPOCCap.
 const catalogue = `
 tenants:
   - id: t-shanghai
@@ -279,6 +282,8 @@ type pipeline struct {
 	ingestURL string
 	countURL  string
 	keys      map[string]string // tenant → ingest key
+	readKeys  map[string]string // tenant → read key (its MAU and invoices)
+	operator  string            // operator key (every tenant's MAU and invoices)
 	database  string
 	topic     string
 	group     string
@@ -292,7 +297,7 @@ func startPipeline(t *testing.T, name string) *pipeline {
 		t.Fatal(err)
 	}
 	id := fmt.Sprintf("%s_%d", name, time.Now().UnixNano())
-	p := &pipeline{database: "e2e_" + id, topic: "e2e." + id, group: "e2e-count-" + id, keys: map[string]string{}}
+	p := &pipeline{database: "e2e_" + id, topic: "e2e." + id, group: "e2e-count-" + id, keys: map[string]string{}, readKeys: map[string]string{}}
 	p.env = []string{
 		"MAUMETER_KAFKA_BROKERS=" + brokers,
 		"MAUMETER_CLICKHOUSE_ADDR=" + clickhouseA,
@@ -317,7 +322,15 @@ func startPipeline(t *testing.T, name string) *pipeline {
 		p.keys[tenant] = key
 		entries = append(entries, entry)
 	}
-	if err := os.WriteFile(tenants, fmt.Appendf(nil, catalogue, entries...), 0o644); err != nil {
+	// A read key per tenant (its billing staff) and an operator key (the billing process), the
+	// same way: `maumeter keys new --read --tenant T` and `maumeter keys new --operator`.
+	readEntries := map[string]string{}
+	for _, tenant := range tenantOrder {
+		p.readKeys[tenant], readEntries[tenant] = newKey(t, ctx, p.env, tenant, "--read")
+	}
+	var opEntry string
+	p.operator, opEntry = newOperatorKey(t, ctx, p.env)
+	if err := os.WriteFile(tenants, withReadKeys(t, fmt.Sprintf(catalogue, entries...), readEntries, opEntry), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	runOnce(t, ctx, p.env, "migrate")
@@ -404,18 +417,13 @@ func (p *pipeline) check(t *testing.T, tr *traffic) {
 		if fromCH[k] != want[k] {
 			t.Errorf("ClickHouse MAU %s = %d, want %d", k, fromCH[k], want[k])
 		}
-		resp, err := http.Get(fmt.Sprintf("%s/v1/tenants/%s/mau?month=%s", p.countURL, tenant, month))
-		if err != nil {
-			t.Fatal(err)
-		}
+		// The tenant's own read key, as its billing staff would read it.
 		var body struct {
 			MAU   uint64 `json:"mau"`
 			Month string `json:"month"`
 		}
-		err = json.NewDecoder(resp.Body).Decode(&body)
-		resp.Body.Close()
-		if err != nil || resp.StatusCode != http.StatusOK {
-			t.Fatalf("API %s: %s %v", k, resp.Status, err)
+		if code, err := getJSON(fmt.Sprintf("%s/v1/tenants/%s/mau?month=%s", p.countURL, tenant, month), p.readKeys[tenant], &body); err != nil || code != http.StatusOK {
+			t.Fatalf("API %s: %d %v", k, code, err)
 		}
 		if body.MAU != want[k] || body.Month != month {
 			t.Errorf("API MAU %s = %d (%s), want %d", k, body.MAU, body.Month, want[k])
@@ -439,6 +447,64 @@ func TestEndToEnd(t *testing.T) {
 	p.waitCounted(t, 3*time.Minute)
 	t.Logf("counted %s after the start", time.Since(start).Round(time.Millisecond))
 	p.check(t, tr)
+	checkReadAuth(t, p, p.countURL, "mau")
+	// A read key never ingests, on the real gateway: 401 and nothing accepted.
+	for _, key := range []string{p.readKeys["t-newyork"], p.operator} {
+		err := post(p.ingestURL+"/v1/events", key, []line{{tenant: "t-newyork", json: `{"tenant_id":"t-newyork","app_id":"ny-super","guid":"read-key","event":"search","ts":"` + time.Now().UTC().Format(time.RFC3339) + `"}`}})
+		if err == nil || !strings.Contains(err.Error(), "401") {
+			t.Errorf("POST /v1/events with a %.4s… key: %v, want 401", key, err)
+		}
+	}
+}
+
+// checkReadAuth asks a read endpoint of the real binary with every kind of wrong credentials:
+// each must be refused with the right status, whatever the tenant, before anything is read.
+func checkReadAuth(t *testing.T, p *pipeline, base, endpoint string) {
+	t.Helper()
+	url := func(tenant string) string { return fmt.Sprintf("%s/v1/tenants/%s/%s", base, tenant, endpoint) }
+	for _, a := range []struct {
+		name, tenant, key string
+		want              int
+	}{
+		{"no key", "t-newyork", "", http.StatusUnauthorized},
+		{"no key, unknown tenant", "t-nobody", "", http.StatusUnauthorized},
+		{"t-newyork's ingest key", "t-newyork", p.keys["t-newyork"], http.StatusUnauthorized},
+		{"a malformed key", "t-newyork", "mmr_not-a-key", http.StatusUnauthorized},
+		{"t-shanghai's read key for t-newyork", "t-newyork", p.readKeys["t-shanghai"], http.StatusForbidden},
+		{"t-shanghai's read key for an unknown tenant", "t-nobody", p.readKeys["t-shanghai"], http.StatusForbidden},
+		{"the operator key for an unknown tenant", "t-nobody", p.operator, http.StatusNotFound},
+		{"t-newyork's read key", "t-newyork", p.readKeys["t-newyork"], http.StatusOK},
+		{"the operator key", "t-newyork", p.operator, http.StatusOK},
+	} {
+		code, err := getJSON(url(a.tenant), a.key, nil)
+		if err != nil || code != a.want {
+			t.Errorf("%s: GET %s = %d %v, want %d", a.name, url(a.tenant), code, err, a.want)
+		}
+	}
+}
+
+// getJSON sends GET url with key as bearer ("" sends none) and decodes a 200 answer into v.
+func getJSON(url, key string, v any) (int, error) {
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		return 0, err
+	}
+	if key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusUnauthorized && resp.Header.Get("WWW-Authenticate") == "" {
+		return resp.StatusCode, fmt.Errorf("401 without WWW-Authenticate")
+	}
+	if resp.StatusCode != http.StatusOK || v == nil {
+		io.Copy(io.Discard, resp.Body)
+		return resp.StatusCode, nil
+	}
+	return resp.StatusCode, json.NewDecoder(resp.Body).Decode(v)
 }
 
 // TestCounterKilled SIGKILLs the counter three times while events stream in and once more while
@@ -505,10 +571,6 @@ func TestTwoCounters(t *testing.T) {
 	// errors and per-app figures.
 	for tenant, months := range tr.truth {
 		for month, set := range months {
-			resp, err := http.Get(fmt.Sprintf("%s/v1/tenants/%s/mau?month=%s", p.countURL, tenant, month))
-			if err != nil {
-				t.Fatal(err)
-			}
 			var body struct {
 				MAU         float64            `json:"mau"`
 				HLLEstimate float64            `json:"hll_estimate"`
@@ -516,10 +578,8 @@ func TestTwoCounters(t *testing.T) {
 				ByApp       map[string]float64 `json:"by_app"`
 				Closed      bool               `json:"closed"`
 			}
-			err = json.NewDecoder(resp.Body).Decode(&body)
-			resp.Body.Close()
-			if err != nil {
-				t.Fatal(err)
+			if code, err := getJSON(fmt.Sprintf("%s/v1/tenants/%s/mau?month=%s", p.countURL, tenant, month), p.operator, &body); err != nil || code != http.StatusOK {
+				t.Fatalf("%s %s: %d %v", tenant, month, code, err)
 			}
 			if d := body.HLLEstimate - float64(len(set)); d*d > (3*body.RelErr*float64(len(set))+3)*(3*body.RelErr*float64(len(set))+3) || len(body.ByApp) == 0 {
 				t.Errorf("%s %s: hll_estimate %.0f (±%.4f) by_app %v for MAU %d", tenant, month, body.HLLEstimate, body.RelErr, body.ByApp, len(set))
@@ -547,19 +607,61 @@ func assignedPartitions(t *testing.T, base string) float64 {
 	return 0
 }
 
-// newKey runs `maumeter keys new --tenant tenant` and returns the key and its catalogue entry
-// (the flow-mapping inside the "- {...}" line it prints).
+// newKey runs `maumeter keys new --tenant tenant` (an ingest key; a read key with --read) and
+// returns the key and its catalogue entry (the flow-mapping inside the "- {...}" line it prints).
 func newKey(t *testing.T, ctx context.Context, env []string, tenant string, flags ...string) (key, entry string) {
 	t.Helper()
-	out := runOnce(t, ctx, env, append([]string{"keys", "new", "--tenant", tenant}, flags...)...)
+	return runKeysNew(t, ctx, env, append([]string{"--tenant", tenant}, flags...)...)
+}
+
+// newOperatorKey runs `maumeter keys new --operator`.
+func newOperatorKey(t *testing.T, ctx context.Context, env []string) (key, entry string) {
+	t.Helper()
+	return runKeysNew(t, ctx, env, "--operator")
+}
+
+func runKeysNew(t *testing.T, ctx context.Context, env []string, flags ...string) (key, entry string) {
+	t.Helper()
+	out := runOnce(t, ctx, env, append([]string{"keys", "new"}, flags...)...)
 	var lines []string
 	for l := range strings.SplitSeq(out, "\n") {
 		if l = strings.TrimSpace(l); l != "" && !strings.HasPrefix(l, "#") {
 			lines = append(lines, l)
 		}
 	}
-	if len(lines) != 2 || !strings.HasPrefix(lines[0], "mmk_") || !strings.HasPrefix(lines[1], "- {") {
-		t.Fatalf("maumeter keys new printed %q, want a key and a catalogue line", out)
+	prefix := "mmk_"
+	if slices.Contains(flags, "--read") {
+		prefix = "mmr_"
+	} else if slices.Contains(flags, "--operator") {
+		prefix = "mmo_"
+	}
+	if len(lines) != 2 || !strings.HasPrefix(lines[0], prefix) || !strings.HasPrefix(lines[1], "- {") {
+		t.Fatalf("maumeter keys new %v printed %q, want a %s… key and a catalogue line", flags, out, prefix)
 	}
 	return lines[0], strings.TrimPrefix(lines[1], "- ")
 }
+
+// withReadKeys adds to a block-style catalogue the read key entry of each tenant (after its
+// "  - id: T" line) and the operator key entry (at the top level), as an operator pastes the
+// lines `maumeter keys new --read` and `--operator` print.
+func withReadKeys(t *testing.T, catalogue string, read map[string]string, operator string) []byte {
+	t.Helper()
+	added := 0
+	out := tenantLine.ReplaceAllStringFunc(catalogue, func(l string) string {
+		tenant := strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(l), "- id:"))
+		if e, ok := read[tenant]; ok {
+			added++
+			return l + "    read_keys: [" + e + "]\n"
+		}
+		return l
+	})
+	if added != len(read) {
+		t.Fatalf("withReadKeys: placed %d of %d read keys in:\n%s", added, len(read), catalogue)
+	}
+	if operator != "" {
+		out += "operator_keys: [" + operator + "]\n"
+	}
+	return []byte(out)
+}
+
+var tenantLine = regexp.MustCompile(`(?m)^  - id: \S+\n`)

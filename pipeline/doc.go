@@ -15,6 +15,7 @@
 //   - Kafka topics, producer, lag, kfake   pipeline/bus
 //   - ClickHouse tables and queries        schemas/clickhouse, pipeline/chstore
 //   - HTTP routes                          pipeline/api, schemas/openapi.yaml
+//   - who may read (read, operator keys)   pipeline/api (auth.go), pkg/tenant (keys.go)
 //   - generated traffic (demo, loadgen)    pipeline/loadgen
 //
 // Nothing here is imported by pkg/: pkg is pure domain code with no I/O.

@@ -43,6 +43,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	o.kafkaFlags(fs)
 	o.countFlags(fs)
 	o.ingestFlags(fs)
+	o.keysFlags(fs)
 	o.capsFlags(fs)
 	o.plansFlags(fs)
 	scale := fs.Float64("scale", 1, "multiply the demo's device counts")
@@ -83,9 +84,10 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	defer s.close()
 	plans := s.plans // the tenant catalogue was checked against it
-	// The demo is its own SDK: one fresh ingest key per tenant, known to this process only.
-	var keys map[string]string
-	if s.keys, keys, err = demoKeys(s.catalog); err != nil {
+	// The demo is its own SDK and its own reader: one fresh ingest key and one read key per
+	// tenant, known to this process only.
+	var keys, readKeys map[string]string
+	if s.keys, s.readKeys, keys, readKeys, err = demoKeys(s.catalog); err != nil {
 		return err
 	}
 	ctx, cancel := context.WithCancel(ctx)
@@ -142,6 +144,23 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
+	// Each tenant reads its own MAU through the API with its read key, as its billing staff
+	// would; the answer must be ClickHouse's. Without a key, or with another tenant's, no answer.
+	client := &http.Client{Timeout: 10 * time.Second}
+	for i, r := range rows {
+		n, code, err := readMAU(ctx, client, addr, r.TenantID, r.Month, readKeys[r.TenantID])
+		if err != nil || code != http.StatusOK || n != r.MAU {
+			return fmt.Errorf("GET /v1/tenants/%s/mau?month=%s with its read key: %d, MAU %d (%v); ClickHouse has %d", r.TenantID, r.Month, code, n, err, r.MAU)
+		}
+		other := rows[(i+1)%len(rows)].TenantID
+		if _, code, err := readMAU(ctx, client, addr, r.TenantID, r.Month, ""); err != nil || code != http.StatusUnauthorized {
+			return fmt.Errorf("GET /v1/tenants/%s/mau without a key: %d (%v), want 401", r.TenantID, code, err)
+		}
+		if _, code, err := readMAU(ctx, client, addr, r.TenantID, r.Month, readKeys[other]); other != r.TenantID && (err != nil || code != http.StatusForbidden) {
+			return fmt.Errorf("GET /v1/tenants/%s/mau with %s's read key: %d (%v), want 403", r.TenantID, other, code, err)
+		}
+	}
+	fmt.Fprintf(stdout, "read back %d tenant-months through GET /v1/tenants/{tenant}/mau, each with its tenant's read key (none without a key or with another tenant's)\n", len(rows))
 	// The gateway refused initech's surplus devices on its own reservations, within the one
 	// request that carried them; the counter's cap state (the counted devices) follows and is
 	// what other gateways, or this one after a restart, go by.
@@ -275,6 +294,31 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fmt.Fprintln(stdout, "accepted), and no POC month exceeds its cap. Prices come from pkg/plan on the plan catalogue")
 	fmt.Fprintln(stdout, "(the embedded one unless --plans); testing apps are reported, not billed.")
 	return nil
+}
+
+// readMAU asks the API at addr for a tenant-month's MAU with a read key ("" sends none).
+func readMAU(ctx context.Context, client *http.Client, addr, tenantID, month, key string) (uint64, int, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("http://%s/v1/tenants/%s/mau?month=%s", addr, tenantID, month), nil)
+	if err != nil {
+		return 0, 0, err
+	}
+	if key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer resp.Body.Close()
+	var body struct {
+		MAU uint64 `json:"mau"`
+	}
+	if resp.StatusCode == http.StatusOK {
+		if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+			return 0, resp.StatusCode, err
+		}
+	}
+	return body.MAU, resp.StatusCode, nil
 }
 
 // writeJSONLines prints one JSON object per line.

@@ -18,15 +18,19 @@ import (
 
 const keysUsage = `usage: maumeter keys <new|list|check> [flags]
 
-  new   --tenant T [--apps a,b] [--note TEXT]   make an ingest key; print it once and its catalogue line
-  list                                          list the ingest keys of the catalogue (never a secret)
-  check [--key K]                               say which tenant and key K (or a line on stdin) is
+  new   --tenant T [--apps a,b] [--note TEXT]   make an ingest key (mmk_): sends T's events, reads nothing
+  new   --read --tenant T [--note TEXT]          make a read key (mmr_): reads T's MAU and invoices only
+  new   --operator [--note TEXT]                 make an operator key (mmo_): reads every tenant's MAU and invoices
+  list                                          list the keys of the catalogue, every kind (never a secret)
+  check [--key K]                               say what key K (or a line on stdin) is and whose
 
-Keys live hashed in the tenant catalogue, under each tenant's ingest_keys. To rotate a key: add
-the new one, let the SDKs move to it, remove the old one; the gateway reloads the keys when the
-file changes (--keys-reload), no restart needed.`
+Each command prints the key once and the line to add to the catalogue: under the tenant's
+ingest_keys or read_keys, or under the top-level operator_keys; the catalogue keeps only hashes.
+A key works only as its kind, so a line under the wrong field authenticates nothing. To rotate a
+key: add the new one, move its users to it, remove the old one; running roles reload the keys
+when the file changes (--keys-reload), no restart needed.`
 
-// runKeys manages ingest keys: they live in the tenant catalogue, hashed.
+// runKeys manages the API's keys: they live in the tenant catalogue, hashed.
 func runKeys(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 		fmt.Fprintln(stderr, keysUsage)
@@ -40,22 +44,50 @@ func runKeys(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	o.commonFlags(fs)
 	switch args[0] {
 	case "new":
-		id := fs.String("tenant", "", "tenant the key belongs to (required)")
-		apps := fs.String("apps", "", "comma-separated apps the key may send for (default: every app of the tenant)")
+		id := fs.String("tenant", "", "tenant the key belongs to (required but with --operator)")
+		apps := fs.String("apps", "", "ingest keys: comma-separated apps the key may send for (default: every app of the tenant)")
+		read := fs.Bool("read", false, "make a read key of --tenant: reads its MAU and invoices, sends nothing")
+		operator := fs.Bool("operator", false, "make an operator key: reads every tenant's MAU and invoices (no --tenant)")
 		note := fs.String("note", "", "informational note stored with the key, e.g. who holds it")
 		if err := parseFlags(fs, args[1:], stderr); err != nil {
 			return err
 		}
-		if *id == "" {
-			return fmt.Errorf("%w: --tenant is required", errUsage)
+		switch {
+		case *operator && *id != "":
+			return fmt.Errorf("%w: --operator keys read every tenant: drop --tenant (or use --read --tenant %s)", errUsage, *id)
+		case (*read || *operator) && *apps != "":
+			return fmt.Errorf("%w: --apps restricts ingest keys; read and operator keys read every app", errUsage)
+		case !*operator && *id == "":
+			return fmt.Errorf("%w: --tenant is required (or --operator)", errUsage)
 		}
 		c, err := tenant.Load(o.tenants)
 		if err != nil {
 			return err
 		}
+		now := time.Now().UTC()
+		if *operator {
+			key, entry, err := tenant.NewOperatorKey(rand.Reader, now)
+			if err != nil {
+				return err
+			}
+			entry.Note = *note
+			fmt.Fprintf(stdout, "# operator key: reads the MAU and invoices of every tenant; shown only now, the catalogue keeps its hash:\n%s\n", key)
+			fmt.Fprintf(stdout, "# add under operator_keys (top level) in %s (running roles reload it within --keys-reload):\n%s\n", o.tenants, entry.YAML())
+			return nil
+		}
 		t, ok := c.Tenant(*id)
 		if !ok {
 			return fmt.Errorf("%w: tenant %q is not in %s", errUsage, *id, o.tenants)
+		}
+		if *read {
+			key, entry, err := tenant.NewReadKey(rand.Reader, t, now)
+			if err != nil {
+				return err
+			}
+			entry.Note = *note
+			fmt.Fprintf(stdout, "# read key of tenant %s: reads its MAU and invoices only; shown only now, the catalogue keeps its hash:\n%s\n", t.ID, key)
+			fmt.Fprintf(stdout, "# add under tenant %s's read_keys in %s (running roles reload it within --keys-reload):\n%s\n", t.ID, o.tenants, entry.YAML())
+			return nil
 		}
 		var scope []string
 		for a := range strings.SplitSeq(*apps, ",") {
@@ -63,7 +95,7 @@ func runKeys(ctx context.Context, args []string, stdout, stderr io.Writer) error
 				scope = append(scope, a)
 			}
 		}
-		key, entry, err := tenant.NewKey(rand.Reader, t, scope, time.Now().UTC())
+		key, entry, err := tenant.NewKey(rand.Reader, t, scope, now)
 		if err != nil {
 			return fmt.Errorf("%w: %v", errUsage, err)
 		}
@@ -84,13 +116,20 @@ func runKeys(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			return err
 		}
 		tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "TENANT\tKEY ID\tAPPS\tCREATED\tNOTE")
+		fmt.Fprintln(tw, "KIND\tTENANT\tKEY ID\tAPPS\tCREATED\tNOTE")
 		for _, k := range c.Keys() {
 			apps := "*"
 			if len(k.Apps) > 0 {
 				apps = strings.Join(k.Apps, ",")
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", k.Tenant(), k.ID, apps, k.Created, k.Note)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", tenant.KindIngest, k.Tenant(), k.ID, apps, k.Created, k.Note)
+		}
+		for _, k := range c.ReadKeys() {
+			who := k.Tenant()
+			if k.Kind() == tenant.KindOperator {
+				who = "*"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", k.Kind(), who, k.ID, "*", k.Created, k.Note)
 		}
 		return tw.Flush()
 	case "check":
@@ -109,6 +148,18 @@ func runKeys(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		if err != nil {
 			return err
 		}
+		if kind, err := tenant.KindOf(*key); err == nil && kind != tenant.KindIngest {
+			k, err := c.ReadKeyring().Authenticate(*key)
+			if err != nil {
+				return exitCode{1, fmt.Sprintf("not a key of %s: %v", o.tenants, err)}
+			}
+			if k.Kind() == tenant.KindOperator {
+				fmt.Fprintf(stdout, "operator key %s: reads the MAU and invoices of every tenant\n", k.ID)
+			} else {
+				fmt.Fprintf(stdout, "tenant %s, read key %s: reads the tenant's MAU and invoices\n", k.Tenant(), k.ID)
+			}
+			return nil
+		}
 		k, err := c.Keyring().Authenticate(*key)
 		if err != nil {
 			return exitCode{1, fmt.Sprintf("not a key of %s: %v", o.tenants, err)}
@@ -117,7 +168,7 @@ func runKeys(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		if len(k.Apps) > 0 {
 			apps = strings.Join(k.Apps, ", ")
 		}
-		fmt.Fprintf(stdout, "tenant %s, key %s, apps: %s\n", k.Tenant(), k.ID, apps)
+		fmt.Fprintf(stdout, "tenant %s, ingest key %s, apps: %s\n", k.Tenant(), k.ID, apps)
 		return nil
 	default:
 		fmt.Fprintln(stderr, keysUsage)
@@ -142,21 +193,33 @@ func parseKeyList(s string) (map[string]string, error) {
 	return out, nil
 }
 
-// demoKeys makes one ingest key per tenant of c for a process that also runs the gateway (the
-// demo): the keyring is the catalogue's keys plus these, and the keys go to the load generator.
-func demoKeys(c *tenant.Catalog) (*tenant.Keyring, map[string]string, error) {
-	keys := c.Keys()
-	plain := map[string]string{}
+// demoKeys makes one ingest key and one read key per tenant of c for a process that also runs
+// the gateway and the reads (the demo): the keyrings are the catalogue's keys plus these, and
+// the keys go to the load generator and to the demo's own reads.
+func demoKeys(c *tenant.Catalog) (ingest *tenant.Keyring, read *tenant.ReadKeyring, ingestKeys, readKeys map[string]string, err error) {
+	keys, rkeys := c.Keys(), c.ReadKeys()
+	ingestKeys, readKeys = map[string]string{}, map[string]string{}
 	for _, t := range c.Tenants {
 		key, entry, err := tenant.NewKey(rand.Reader, t, nil, time.Now().UTC())
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, nil, nil, err
 		}
 		keys = append(keys, entry)
-		plain[t.ID] = key
+		ingestKeys[t.ID] = key
+		rkey, rentry, err := tenant.NewReadKey(rand.Reader, t, time.Now().UTC())
+		if err != nil {
+			return nil, nil, nil, nil, err
+		}
+		rkeys = append(rkeys, rentry)
+		readKeys[t.ID] = rkey
 	}
-	ring, err := tenant.NewKeyring(keys...)
-	return ring, plain, err
+	if ingest, err = tenant.NewKeyring(keys...); err != nil {
+		return nil, nil, nil, nil, err
+	}
+	if read, err = tenant.NewReadKeyring(rkeys...); err != nil {
+		return nil, nil, nil, nil, err
+	}
+	return ingest, read, ingestKeys, readKeys, nil
 }
 
 // flagSet reports whether the flag name was given on the command line.

@@ -117,9 +117,13 @@ func (o *options) ingestFlags(fs *flag.FlagSet) {
 	fs.Float64Var(&o.tenantRate, "tenant-rate", 20000, "events/s each tenant may send to this gateway (token bucket; 0: no limit; the catalogue's ingest_limit overrides it)")
 	fs.IntVar(&o.tenantBurst, "tenant-burst", 0, "token bucket size in events (0: 2 s of --tenant-rate, at least one full batch)")
 	fs.IntVar(&o.maxInFlight, "max-inflight", 256, "ingest requests served at once; more get 429")
-	fs.DurationVar(&o.keysReload, "keys-reload", 10*time.Second, "how often to reload the ingest keys from the catalogue when it changed (0: never)")
 	fs.DurationVar(&o.http.ReadHeader, "http-read-header-timeout", 5*time.Second, "longest a client may take to send the request headers")
 	fs.DurationVar(&o.http.Read, "http-read-timeout", 30*time.Second, "longest a client may take to send a whole request, body included")
+}
+
+// keysFlags are the flags of the roles that authenticate requests (ingest keys, read keys).
+func (o *options) keysFlags(fs *flag.FlagSet) {
+	fs.DurationVar(&o.keysReload, "keys-reload", 10*time.Second, "how often to reload the ingest, read and operator keys from the catalogue when it changed (0: never)")
 }
 
 func (o *options) brokers() ([]string, error) {
@@ -147,8 +151,10 @@ type stack struct {
 	counter  *count.Counter
 	rater    *rate.Rater
 	embedded *bus.Embedded
-	caps     *caps.State     // the gateway's POC cap state; nil without ingest
-	keys     *tenant.Keyring // ingest keys; nil: the catalogue's
+	caps     *caps.State         // the gateway's POC cap state; nil without ingest
+	keys     *tenant.Keyring     // ingest keys; nil: the catalogue's
+	readKeys *tenant.ReadKeyring // read and operator keys; nil: the catalogue's
+	auth     *api.Auth           // guards the reads; nil when the role serves none
 	closers  []func()
 }
 
@@ -312,6 +318,21 @@ func (s *stack) handler(o *options) (http.Handler, error) {
 	if s.store != nil {
 		cfg.Invoices = rate.Reader{Store: s.store}
 	}
+	if cfg.MAU != nil || cfg.Invoices != nil {
+		keys := s.readKeys
+		if keys == nil {
+			keys = s.catalog.ReadKeyring()
+			if keys.Len() == 0 {
+				s.log.Warn("the tenant catalogue holds no read_keys and no operator_keys: every MAU and invoice read will get 401 (create keys with `maumeter keys new --read`)")
+			}
+		}
+		auth, err := api.NewAuth(keys, s.log, s.reg)
+		if err != nil {
+			return nil, err
+		}
+		s.auth = auth
+		cfg.Auth = auth
+	}
 	if s.counter != nil {
 		counter := s.counter
 		cfg.Ready = append(cfg.Ready, api.Check{Name: "counter", Fn: func(context.Context) error {
@@ -366,6 +387,9 @@ func runRoles(ctx context.Context, o *options, s *stack, ready chan<- string) er
 	if s.ingest != nil && s.keys == nil && o.keysReload > 0 {
 		go s.ingest.WatchKeys(ctx, o.tenants, o.keysReload)
 	}
+	if s.auth != nil && s.readKeys == nil && o.keysReload > 0 {
+		go s.auth.WatchKeys(ctx, o.tenants, o.keysReload)
+	}
 	if s.caps != nil {
 		runners = append(runners, func(ctx context.Context) error { s.caps.Run(ctx); return nil }) // returns when ctx ends
 	}
@@ -398,6 +422,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	o.clickhouseFlags(fs)
 	o.countFlags(fs)
 	o.ingestFlags(fs)
+	o.keysFlags(fs)
 	o.rateFlags(fs)
 	o.capsFlags(fs)
 	o.plansFlags(fs)
@@ -420,6 +445,7 @@ func runIngest(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	o.commonFlags(fs)
 	o.kafkaFlags(fs)
 	o.ingestFlags(fs)
+	o.keysFlags(fs)
 	o.capsFlags(fs)
 	o.plansFlags(fs)
 	fs.StringVar(&o.httpAddr, "http-addr", "127.0.0.1:8080", "HTTP listen address")
@@ -441,9 +467,10 @@ func runCount(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	o.kafkaFlags(fs)
 	o.clickhouseFlags(fs)
 	o.countFlags(fs)
+	o.keysFlags(fs)
 	o.capsFlags(fs)
 	o.plansFlags(fs)
-	fs.StringVar(&o.httpAddr, "http-addr", "127.0.0.1:9464", "HTTP listen address of /metrics, /healthz, /readyz and MAU reads")
+	fs.StringVar(&o.httpAddr, "http-addr", "127.0.0.1:9464", "HTTP listen address of /metrics, /healthz, /readyz and MAU and invoice reads")
 	if err := parseFlags(fs, args, stderr); err != nil {
 		return err
 	}

@@ -1,5 +1,7 @@
 // Package api assembles maumeter's HTTP surface (schemas/openapi.yaml): event ingest, exact MAU
-// reads, Prometheus metrics and health. Each role mounts the parts it serves.
+// and invoice reads, Prometheus metrics and health. Each role mounts the parts it serves.
+// Ingest authenticates its own keys (pipeline/ingest); the reads take a tenant's read key or an
+// operator key (Auth); /metrics, /healthz and /readyz are open: they carry no MAU and no bill.
 package api
 
 import (
@@ -34,6 +36,7 @@ type Config struct {
 	Ingest   http.Handler  // POST /v1/events; nil when this role does not ingest
 	MAU      MAUReader     // GET /v1/tenants/{tenant}/mau; nil when not served
 	Invoices InvoiceReader // GET /v1/tenants/{tenant}/invoices; nil when not served
+	Auth     *Auth         // who may read; nil: nobody (every read gets 401)
 	Gatherer prometheus.Gatherer
 	Ready    []Check
 	Now      func() time.Time
@@ -42,6 +45,12 @@ type Config struct {
 
 // New returns the router.
 func New(cfg Config) http.Handler {
+	if cfg.Auth == nil {
+		cfg.Auth = newAuth(nil, cfg.Log)
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
 	mux := http.NewServeMux()
 	if cfg.Ingest != nil {
 		mux.Handle("POST /v1/events", cfg.Ingest)
@@ -92,6 +101,9 @@ type MAUResponse struct {
 
 func (cfg Config) mau(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("tenant")
+	if !cfg.Auth.authorize(w, r, id) {
+		return
+	}
 	t, ok := cfg.Catalog.Tenant(id)
 	if !ok {
 		writeError(w, http.StatusNotFound, "tenant "+id+" is not in the catalogue")
@@ -140,6 +152,9 @@ type InvoicesResponse struct {
 
 func (cfg Config) invoices(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("tenant")
+	if !cfg.Auth.authorize(w, r, id) {
+		return
+	}
 	if _, ok := cfg.Catalog.Tenant(id); !ok {
 		writeError(w, http.StatusNotFound, "tenant "+id+" is not in the catalogue")
 		return

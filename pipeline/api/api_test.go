@@ -38,17 +38,71 @@ func (fixedInvoices) Statements(_ context.Context, tenantID, month string) ([]ra
 
 func (f fixedMAU) MAU(context.Context, string, string) (uint64, error) { return uint64(f), nil }
 
-func testRouter(t *testing.T) http.Handler {
+// testKeys are the keys of the test catalogue: made as `maumeter keys new` makes them, their
+// lines written into the catalogue as an operator would.
+type testKeys struct {
+	acmeIngest, acmeRead, globexRead, operator string
+}
+
+const testTenants = `tenants:
+  - {id: acme, plan: pro, purchased: 2026-01-01, time_zone: Asia/Shanghai, apps: [a], ingest_keys: [%s], read_keys: [%s]}
+  - {id: globex, plan: pro, purchased: 2026-01-01, apps: [g], read_keys: [%s]}
+operator_keys: [%s]
+`
+
+// testCatalog returns the test catalogue and its keys.
+func testCatalog(t *testing.T) (*tenant.Catalog, testKeys) {
 	t.Helper()
-	cat, err := tenant.Parse("t.yaml", []byte("tenants:\n  - {id: acme, plan: pro, purchased: 2026-01-01, time_zone: Asia/Shanghai, apps: [a]}\n"))
+	base, err := tenant.Parse("t.yaml", fmt.Appendf(nil, testTenants, "", "", "", ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	acme, _ := base.Tenant("acme")
+	globex, _ := base.Tenant("globex")
+	line := func(key string, entry interface{ YAML() string }, err error) (string, string) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return key, strings.TrimPrefix(entry.YAML(), "- ")
+	}
+	var k testKeys
+	var ingestY, acmeY, globexY, opY string
+	k.acmeIngest, ingestY = line(tenant.NewKey(rand.Reader, acme, nil, time.Time{}))
+	k.acmeRead, acmeY = line(tenant.NewReadKey(rand.Reader, acme, time.Time{}))
+	k.globexRead, globexY = line(tenant.NewReadKey(rand.Reader, globex, time.Time{}))
+	k.operator, opY = line(tenant.NewOperatorKey(rand.Reader, time.Time{}))
+	cat, err := tenant.Parse("t.yaml", fmt.Appendf(nil, testTenants, ingestY, acmeY, globexY, opY))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cat, k
+}
+
+func testRouter(t *testing.T) (http.Handler, testKeys, *prometheus.Registry) {
+	t.Helper()
+	cat, keys := testCatalog(t)
+	reg := prometheus.NewRegistry()
+	auth, err := NewAuth(cat.ReadKeyring(), slog.New(slog.DiscardHandler), reg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ingest := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusOK) })
 	return New(Config{
-		Catalog: cat, Ingest: ingest, MAU: fixedMAU(42), Invoices: fixedInvoices{}, Gatherer: prometheus.NewRegistry(),
+		Catalog: cat, Ingest: ingest, MAU: fixedMAU(42), Invoices: fixedInvoices{}, Auth: auth, Gatherer: reg,
 		Now: func() time.Time { return time.Date(2026, 10, 31, 16, 30, 0, 0, time.UTC) },
-	})
+	}), keys, reg
+}
+
+// get sends GET url with the Authorization header auth ("" sends none).
+func get(h http.Handler, url, auth string) *httptest.ResponseRecorder {
+	req := httptest.NewRequest(http.MethodGet, url, nil)
+	if auth != "" {
+		req.Header.Set("Authorization", auth)
+	}
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	return rec
 }
 
 // TestOpenAPIMatchesRouter checks that every operation of schemas/openapi.yaml is routed and
@@ -60,7 +114,7 @@ func TestOpenAPIMatchesRouter(t *testing.T) {
 	if err := yaml.Unmarshal(schemas.OpenAPI, &doc); err != nil {
 		t.Fatal(err)
 	}
-	h := testRouter(t)
+	h, keys, _ := testRouter(t)
 	var documented []string
 	for path, ops := range doc.Paths {
 		for method := range ops {
@@ -68,8 +122,10 @@ func TestOpenAPIMatchesRouter(t *testing.T) {
 			documented = append(documented, m+" "+path)
 			p := strings.ReplaceAll(path, "{tenant}", "acme")
 			rec := httptest.NewRecorder()
-			h.ServeHTTP(rec, httptest.NewRequest(m, p, strings.NewReader("")))
-			if rec.Code == http.StatusNotFound && !strings.Contains(rec.Body.String(), "catalogue") || rec.Code == http.StatusMethodNotAllowed {
+			req := httptest.NewRequest(m, p, strings.NewReader(""))
+			req.Header.Set("Authorization", "Bearer "+keys.operator)
+			h.ServeHTTP(rec, req)
+			if rec.Code == http.StatusNotFound || rec.Code == http.StatusMethodNotAllowed {
 				t.Errorf("%s %s is documented but not routed (%d)", m, path, rec.Code)
 			}
 		}
@@ -91,11 +147,10 @@ func TestOpenAPIMatchesRouter(t *testing.T) {
 }
 
 func TestMAUDefaultsToTheTenantsCurrentMonth(t *testing.T) {
-	h := testRouter(t)
+	h, keys, _ := testRouter(t)
 	f := func(url string, wantCode int, wantBody string) {
 		t.Helper()
-		rec := httptest.NewRecorder()
-		h.ServeHTTP(rec, httptest.NewRequest("GET", url, nil))
+		rec := get(h, url, "Bearer "+keys.operator)
 		if rec.Code != wantCode || !strings.Contains(rec.Body.String(), wantBody) {
 			t.Errorf("GET %s = %d %s, want %d containing %s", url, rec.Code, rec.Body, wantCode, wantBody)
 		}
@@ -108,11 +163,10 @@ func TestMAUDefaultsToTheTenantsCurrentMonth(t *testing.T) {
 }
 
 func TestInvoices(t *testing.T) {
-	h := testRouter(t)
+	h, keys, _ := testRouter(t)
 	f := func(url string, wantCode int, wantBody string) {
 		t.Helper()
-		rec := httptest.NewRecorder()
-		h.ServeHTTP(rec, httptest.NewRequest("GET", url, nil))
+		rec := get(h, url, "Bearer "+keys.operator)
 		if rec.Code != wantCode || !strings.Contains(rec.Body.String(), wantBody) {
 			t.Errorf("GET %s = %d %s, want %d containing %s", url, rec.Code, rec.Body, wantCode, wantBody)
 		}

@@ -129,7 +129,7 @@ func New(cfg Config, catalog *tenant.Catalog, producer Producer, caps CapState, 
 		accepted:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: "maumeter_ingest_events_accepted_total", Help: "Events acknowledged after Kafka confirmed them."}, []string{"tenant"}),
 		rejected:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: "maumeter_ingest_events_rejected_total", Help: "Events rejected, by reason."}, []string{"reason"}),
 		requests:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: "maumeter_ingest_requests_total", Help: "Ingest requests by HTTP status."}, []string{"code"}),
-		authFailures: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "maumeter_ingest_auth_failures_total", Help: "Requests refused with 401, by reason (missing, malformed, unknown_key, wrong_secret)."}, []string{"reason"}),
+		authFailures: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "maumeter_ingest_auth_failures_total", Help: "Requests refused with 401, by reason (missing, malformed, wrong_kind, unknown_key, wrong_secret)."}, []string{"reason"}),
 		limited:      prometheus.NewCounterVec(prometheus.CounterOpts{Name: "maumeter_ingest_rate_limited_total", Help: "Requests refused with 429, by tenant (\"\" when the gateway was overloaded)."}, []string{"tenant"}),
 		reloads:      prometheus.NewCounterVec(prometheus.CounterOpts{Name: "maumeter_ingest_key_reloads_total", Help: "Reloads of the ingest keys from the catalogue file, by result."}, []string{"result"}),
 		duration:     prometheus.NewHistogram(prometheus.HistogramOpts{Name: "maumeter_ingest_request_seconds", Help: "Time to answer POST /v1/events.", Buckets: prometheus.ExponentialBuckets(0.001, 2.5, 12)}),
@@ -172,6 +172,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case errors.Is(err, tenant.ErrKeyMalformed):
 		h.authFailure(w, r, "malformed", err)
+		return
+	case errors.Is(err, tenant.ErrKeyKind): // a read or operator key: they never send events
+		h.authFailure(w, r, "wrong_kind", err)
 		return
 	case errors.Is(err, tenant.ErrKeyUnknown):
 		h.authFailure(w, r, "unknown_key", err)

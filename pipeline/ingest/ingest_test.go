@@ -34,10 +34,12 @@ const catalogue = `tenants:
   - {id: initech, plan: poc_pro, purchased: 2026-01-01, testing_apps: [initech-poc], ingest_keys: [%s], ingest_limit: {events_per_second: 1000, burst: 1000}}
 `
 
-// keys of the test catalogue: acme has a key for all its apps and one for acme-qa only.
+// keys of the test catalogue: acme has a key for all its apps and one for acme-qa only, and a
+// read key; the catalogue has an operator key. Read and operator keys never send events.
 type testKeys struct {
 	acme, acmeQA, globex, initech string
 	acmeID                        string
+	acmeRead, operator            string
 }
 
 // testCatalog returns the test catalogue with fresh keys, written as an operator would: the
@@ -62,9 +64,25 @@ func testCatalog(t testing.TB) (*tenant.Catalog, testKeys) {
 	k.acmeQA, acmeQAY = newKey("acme", "acme-qa")
 	k.globex, globexY = newKey("globex")
 	k.initech, initechY = newKey("initech")
-	c, err := tenant.Parse("t.yaml", fmt.Appendf(nil, catalogue, acmeY+", "+acmeQAY, globexY, initechY))
+	acme, _ := skeleton.Tenant("acme")
+	readKey, readEntry, err := tenant.NewReadKey(rand.Reader, acme, now)
 	if err != nil {
 		t.Fatal(err)
+	}
+	opKey, opEntry, err := tenant.NewOperatorKey(rand.Reader, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k.acmeRead, k.operator = readKey, opKey
+	yaml := strings.Replace(fmt.Sprintf(catalogue, acmeY+", "+acmeQAY, globexY, initechY),
+		"testing_apps: [acme-qa],", "testing_apps: [acme-qa], read_keys: ["+strings.TrimPrefix(readEntry.YAML(), "- ")+"],", 1) +
+		"operator_keys:\n  " + opEntry.YAML() + "\n"
+	c, err := tenant.Parse("t.yaml", []byte(yaml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.ReadKeyring().Len() != 2 {
+		t.Fatalf("test catalogue has %d read and operator keys, want 2:\n%s", c.ReadKeyring().Len(), yaml)
 	}
 	k.acmeID = k.acme[len(tenant.KeyPrefix) : len(tenant.KeyPrefix)+16]
 	return c, k
@@ -372,6 +390,9 @@ func TestTenantIsolation(t *testing.T) {
 		{"bad key: truncated", bearer(keys.acme[:len(keys.acme)-1]), ev("acme", "acme-super", "x-15"), 401, ""},
 		{"bad key: the catalogue hash", bearer(tenant.HashKey(keys.acme)), ev("acme", "acme-super", "x-16"), 401, ""},
 		{"bad key: two keys", bearer(keys.acme + " " + keys.globex), ev("acme", "acme-super", "x-17"), 401, ""},
+		{"acme's read key", bearer(keys.acmeRead), ev("acme", "acme-super", "x-18"), 401, ""},
+		{"an operator key", bearer(keys.operator), ev("acme", "acme-super", "x-19"), 401, ""},
+		{"acme's read key with an ingest prefix", bearer(tenant.KeyPrefix + strings.TrimPrefix(keys.acmeRead, tenant.ReadKeyPrefix)), ev("acme", "acme-super", "x-20"), 401, ""},
 	}
 	for _, a := range attempts {
 		req := httptest.NewRequest(http.MethodPost, "/v1/events", strings.NewReader(a.event))
@@ -395,6 +416,26 @@ func TestTenantIsolation(t *testing.T) {
 				t.Errorf("%s: %+v, want one rejection with %s", a.name, resp, a.reason)
 			}
 		}
+	}
+	// The read and operator keys were refused as keys of another kind, not as unknown ones.
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(h.authFailures)
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wrongKind float64
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "reason" && l.GetValue() == "wrong_kind" {
+					wrongKind = m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	if got := wrongKind; got != 2 {
+		t.Errorf("maumeter_ingest_auth_failures_total{reason=\"wrong_kind\"} = %g, want 2 (the read key and the operator key)", got)
 	}
 	// The legitimate traffic around the attempts.
 	for _, ok := range []struct{ key, event string }{

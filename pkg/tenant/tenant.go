@@ -3,8 +3,9 @@
 // testing) send their events. The catalogue is one YAML file (tenants.yaml, format in README and
 // docs/ARCHITECTURE.md), checked at load against its JSON schema
 // (schemas/catalog/tenants.schema.json) and then by Go for what a schema cannot say; every error
-// names the file, the tenant and the field. It also holds each tenant's ingest keys, hashed
-// (keys.go), and optional per-tenant ingest rate limits. Whether a plan exists and what it costs
+// names the file, the tenant and the field. It also holds the keys of the API, hashed (keys.go):
+// each tenant's ingest keys (POST /v1/events) and read keys (its MAU and invoices), and the
+// operator keys (every tenant's MAU and invoices); and optional per-tenant ingest rate limits. Whether a plan exists and what it costs
 // is pkg/plan's business (plan.Catalog.CheckTenants). The package does no I/O beyond reading that
 // file and keeps nothing mutable: a *Catalog is safe for concurrent use.
 package tenant
@@ -51,6 +52,8 @@ type Tenant struct {
 	BillTestingApps bool        `yaml:"bill_testing_apps"`
 	// IngestKeys authenticate the tenant's SDKs on POST /v1/events (keys.go).
 	IngestKeys []*IngestKey `yaml:"ingest_keys"`
+	// ReadKeys authenticate the tenant's own readers of its MAU and invoices (keys.go).
+	ReadKeys []*ReadKey `yaml:"read_keys"`
 	// IngestLimit overrides the gateway's default rate limit for this tenant.
 	IngestLimit *IngestLimit `yaml:"ingest_limit"`
 
@@ -120,9 +123,12 @@ func (t *Tenant) App(app string) (known, testing bool) {
 // Catalog is a validated tenant catalogue.
 type Catalog struct {
 	Tenants []*Tenant
-	name    string
-	byID    map[string]*Tenant
-	keys    *Keyring
+	// OperatorKeys read every tenant's MAU and invoices: the billing process, support.
+	OperatorKeys []*ReadKey
+	name         string
+	byID         map[string]*Tenant
+	keys         *Keyring
+	readKeys     *ReadKeyring
 }
 
 // Name is the name the catalogue was parsed under (its file), for messages.
@@ -138,6 +144,18 @@ func (c *Catalog) Keys() []*IngestKey {
 		out = append(out, t.IngestKeys...)
 	}
 	return out
+}
+
+// ReadKeyring holds the read keys of every tenant and the operator keys.
+func (c *Catalog) ReadKeyring() *ReadKeyring { return c.readKeys }
+
+// ReadKeys lists the read keys of every tenant, in catalogue order, then the operator keys.
+func (c *Catalog) ReadKeys() []*ReadKey {
+	var out []*ReadKey
+	for _, t := range c.Tenants {
+		out = append(out, t.ReadKeys...)
+	}
+	return append(out, c.OperatorKeys...)
 }
 
 // Tenant looks a tenant up by id.
@@ -198,14 +216,15 @@ func Parse(name string, data []byte, opts ...Option) (*Catalog, error) {
 		return nil, fmt.Errorf("%w: %w", ErrInvalid, errors.Join(errs...))
 	}
 	var doc struct {
-		Tenants []*Tenant `yaml:"tenants"`
+		Tenants      []*Tenant  `yaml:"tenants"`
+		OperatorKeys []*ReadKey `yaml:"operator_keys"`
 	}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true) // a field the schema admits but Tenant lacks is a bug: say so
 	if err := dec.Decode(&doc); err != nil {
 		return nil, fmt.Errorf("%w: %s: %w", ErrInvalid, name, err)
 	}
-	c := &Catalog{Tenants: doc.Tenants, name: name, byID: make(map[string]*Tenant, len(doc.Tenants))}
+	c := &Catalog{Tenants: doc.Tenants, OperatorKeys: doc.OperatorKeys, name: name, byID: make(map[string]*Tenant, len(doc.Tenants))}
 	var errs []error
 	for _, t := range doc.Tenants {
 		where := fmt.Sprintf("%s: tenant %q", name, t.ID)
@@ -219,15 +238,55 @@ func Parse(name string, data []byte, opts ...Option) (*Catalog, error) {
 		}
 		c.byID[t.ID] = t
 	}
+	for i, k := range c.OperatorKeys {
+		if k == nil {
+			errs = append(errs, fmt.Errorf("%s: operator_keys[%d]: empty entry", name, i))
+		} else if err := k.validate(nil); err != nil {
+			errs = append(errs, fmt.Errorf("%s: operator_keys: %w", name, err))
+		}
+	}
 	if len(errs) > 0 {
 		return nil, fmt.Errorf("%w: %w", ErrInvalid, errors.Join(errs...))
+	}
+	if err := c.uniqueKeyIDs(); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 	keys, err := NewKeyring(c.Keys()...)
 	if err != nil { // a key id listed under two tenants
 		return nil, fmt.Errorf("%w: %s: ingest_keys: %w", ErrInvalid, name, err)
 	}
 	c.keys = keys
+	if c.readKeys, err = NewReadKeyring(c.ReadKeys()...); err != nil { // cannot fail: ids checked above
+		return nil, fmt.Errorf("%w: %s: %w", ErrInvalid, name, err)
+	}
 	return c, nil
+}
+
+// uniqueKeyIDs refuses a key id listed twice anywhere in the catalogue, whatever the kinds: an
+// id names one key in logs, metrics and `maumeter keys`, and the same line pasted under two
+// fields is a mistake to show, not to guess about.
+func (c *Catalog) uniqueKeyIDs() error {
+	seen := map[string]string{} // id → where
+	var errs []error
+	add := func(id, where string) {
+		if first, dup := seen[id]; dup {
+			errs = append(errs, fmt.Errorf("%s: %s: key %s listed twice (also under %s)", c.name, where, id, first))
+			return
+		}
+		seen[id] = where
+	}
+	for _, t := range c.Tenants {
+		for _, k := range t.IngestKeys {
+			add(k.ID, fmt.Sprintf("tenant %q: ingest_keys", t.ID))
+		}
+		for _, k := range t.ReadKeys {
+			add(k.ID, fmt.Sprintf("tenant %q: read_keys", t.ID))
+		}
+	}
+	for _, k := range c.OperatorKeys {
+		add(k.ID, "operator_keys")
+	}
+	return errors.Join(errs...)
 }
 
 // schemaError names the file, the tenant (by id when it has a usable one) and the field.
@@ -321,6 +380,14 @@ func (t *Tenant) validate(plans []string) error {
 			return fmt.Errorf("ingest_keys: key %s listed twice", k.ID)
 		}
 		ids[k.ID] = true
+	}
+	for i, k := range t.ReadKeys {
+		if k == nil {
+			return fmt.Errorf("read_keys[%d]: empty entry", i)
+		}
+		if err := k.validate(t); err != nil {
+			return fmt.Errorf("read_keys: %w", err)
+		}
 	}
 	if l := t.IngestLimit; l != nil {
 		if l.EventsPerSecond < 0 || l.EventsPerSecond > 1e9 {
