@@ -384,11 +384,13 @@ func runRoles(ctx context.Context, o *options, s *stack, ready chan<- string) er
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	runners := []func(context.Context) error{func(ctx context.Context) error { return serveHTTP(ctx, o.httpAddr, h, o.http, s.log, ready) }}
+	// Reloads parse the catalogue against the plans the role started with (--plans).
+	plans := tenant.KnownPlans(s.plans.IDs()...)
 	if s.ingest != nil && s.keys == nil && o.keysReload > 0 {
-		go s.ingest.WatchKeys(ctx, o.tenants, o.keysReload)
+		go s.ingest.WatchKeys(ctx, o.tenants, o.keysReload, plans)
 	}
 	if s.auth != nil && s.readKeys == nil && o.keysReload > 0 {
-		go s.auth.WatchKeys(ctx, o.tenants, o.keysReload)
+		go s.auth.WatchKeys(ctx, o.tenants, o.keysReload, plans)
 	}
 	if s.caps != nil {
 		runners = append(runners, func(ctx context.Context) error { s.caps.Run(ctx); return nil }) // returns when ctx ends

@@ -1,14 +1,11 @@
 package api
 
 import (
-	"bytes"
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
-	"os"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -68,36 +65,19 @@ func (a *Auth) SetKeyring(k *tenant.ReadKeyring) { a.keys.Store(k) }
 // content changes, checking every interval, until ctx ends. Only the keys are taken: a key of a
 // tenant added to the file authenticates, but its reads answer 404 until the process restarts
 // with the new catalogue. A file that does not load is logged and the keys in force stay.
-func (a *Auth) WatchKeys(ctx context.Context, path string, interval time.Duration) {
-	var last [sha256.Size]byte
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		data, err := os.ReadFile(path)
+//
+// opts are the catalogue's parse options (the plan ids the roles started with).
+func (a *Auth) WatchKeys(ctx context.Context, path string, interval time.Duration, opts ...tenant.Option) {
+	tenant.Watch(ctx, path, interval, func(c *tenant.Catalog, err error) {
 		if err != nil {
-			a.log.Warn("reload read keys: keeping the keys in force", "file", path, "err", err)
-			continue
-		}
-		sum := sha256.Sum256(data)
-		if bytes.Equal(sum[:], last[:]) {
-			continue
-		}
-		last = sum
-		c, err := tenant.Parse(path, data)
-		if err != nil {
-			a.log.Error("reload read keys: catalogue invalid, keeping the keys in force", "err", err)
+			a.log.Error("reload read keys: catalogue unreadable or invalid, keeping the keys in force", "file", path, "err", err)
 			a.reloads.WithLabelValues("error").Inc()
-			continue
+			return
 		}
 		a.SetKeyring(c.ReadKeyring())
 		a.reloads.WithLabelValues("ok").Inc()
 		a.log.Info("read keys reloaded", "file", path, "keys", c.ReadKeyring().Len())
-	}
+	}, opts...)
 }
 
 const realm = `Bearer realm="maumeter read"`

@@ -1,12 +1,9 @@
 package ingest
 
 import (
-	"bytes"
 	"context"
-	"crypto/sha256"
 	"log/slog"
 	"net/http"
-	"os"
 	"strings"
 	"time"
 
@@ -34,38 +31,19 @@ func (h *Handler) SetKeyring(k *tenant.Keyring) { h.keys.Store(k) }
 // drops events of tenants it does not know). A file that does not load is logged and the keys
 // in force stay. Adding a key, moving SDKs to it and removing the old one is thus a rotation
 // without a restart.
-func (h *Handler) WatchKeys(ctx context.Context, path string, interval time.Duration) {
-	// The first check applies the file as it is then, which may be newer than what the handler
-	// started with.
-	var last [sha256.Size]byte
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		data, err := os.ReadFile(path)
+//
+// opts are the catalogue's parse options (the plan ids the roles started with).
+func (h *Handler) WatchKeys(ctx context.Context, path string, interval time.Duration, opts ...tenant.Option) {
+	tenant.Watch(ctx, path, interval, func(c *tenant.Catalog, err error) {
 		if err != nil {
-			h.log.Warn("reload ingest keys: keeping the keys in force", "file", path, "err", err)
-			continue
-		}
-		sum := sha256.Sum256(data)
-		if bytes.Equal(sum[:], last[:]) {
-			continue
-		}
-		last = sum
-		c, err := tenant.Parse(path, data)
-		if err != nil {
-			h.log.Error("reload ingest keys: catalogue invalid, keeping the keys in force", "err", err)
+			h.log.Error("reload ingest keys: catalogue unreadable or invalid, keeping the keys in force", "file", path, "err", err)
 			h.reloads.WithLabelValues("error").Inc()
-			continue
+			return
 		}
 		h.SetKeyring(c.Keyring())
 		h.reloads.WithLabelValues("ok").Inc()
 		h.log.Info("ingest keys reloaded", "file", path, "keys", c.Keyring().Len())
-	}
+	}, opts...)
 }
 
 // authFailure names a refused credential in metrics and logs.
