@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"slices"
 	"strings"
@@ -67,11 +68,7 @@ func runRate(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		defer s.close()
 		return runRoles(ctx, o, s, nil)
 	}
-	log, err := newLogger(stderr, o.logLevel)
-	if err != nil {
-		return err
-	}
-	store, err := chstore.Open(ctx, o.chConfig(), log)
+	store, log, err := openStore(ctx, o, stderr)
 	if err != nil {
 		return err
 	}
@@ -132,11 +129,7 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if _, err := calendar.ParseMonth(*month); err != nil {
 		return fmt.Errorf("%w: --month: %v", errUsage, err)
 	}
-	log, err := newLogger(stderr, o.logLevel)
-	if err != nil {
-		return err
-	}
-	store, err := chstore.Open(ctx, o.chConfig(), log)
+	store, _, err := openStore(ctx, o, stderr)
 	if err != nil {
 		return err
 	}
@@ -186,4 +179,17 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 // loadPlanCatalog loads the plan catalogue at path, or the embedded one when path is empty.
 func loadPlanCatalog(path string) (*plan.Catalog, error) {
 	return plan.LoadCatalog(path)
+}
+
+// openStore opens ClickHouse for a command that reads or writes it, with its logger.
+func openStore(ctx context.Context, o *options, stderr io.Writer) (*chstore.Store, *slog.Logger, error) {
+	log, err := newLogger(stderr, o.logLevel)
+	if err != nil {
+		return nil, nil, err
+	}
+	store, err := chstore.Open(ctx, o.chConfig(), log)
+	if err != nil {
+		return nil, nil, err
+	}
+	return store, log, nil
 }

@@ -164,11 +164,7 @@ func runMAU(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err := parseFlags(fs, args, stderr); err != nil {
 		return err
 	}
-	log, err := newLogger(stderr, o.logLevel)
-	if err != nil {
-		return err
-	}
-	store, err := chstore.Open(ctx, o.chConfig(), log)
+	store, _, err := openStore(ctx, o, stderr)
 	if err != nil {
 		return err
 	}

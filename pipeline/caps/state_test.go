@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
 
+	"github.com/maumeter/maumeter/internal/promtest"
 	"github.com/maumeter/maumeter/pipeline/bus"
 	"github.com/maumeter/maumeter/pkg/event"
 	"github.com/maumeter/maumeter/pkg/plan"
@@ -207,26 +208,15 @@ func TestReservations(t *testing.T) {
 // when result is not empty.
 func metric(t *testing.T, reg *prometheus.Registry, name, result string) float64 {
 	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
+	var labels []string
+	if result != "" {
+		labels = []string{"result", result}
 	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			match := result == ""
-			for _, l := range m.GetLabel() {
-				match = match || l.GetName() == "result" && l.GetValue() == result
-			}
-			if match {
-				return m.GetGauge().GetValue() + m.GetCounter().GetValue()
-			}
-		}
+	v, ok, err := promtest.Value(reg, name, labels...)
+	if err != nil || !ok {
+		t.Fatalf("no metric %s{result=%q} (%v)", name, result, err)
 	}
-	t.Fatalf("no metric %s{result=%q}", name, result)
-	return 0
+	return v
 }
 
 // TestStateForgets: tombstones and months beyond the ingest window leave memory.

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
 
+	"github.com/maumeter/maumeter/internal/promtest"
 	"github.com/maumeter/maumeter/pipeline/bus"
 	"github.com/maumeter/maumeter/pipeline/chstore"
 	"github.com/maumeter/maumeter/pipeline/count"
@@ -342,24 +343,18 @@ func checkEvidence(t *testing.T, store *chstore.Store, inv *chstore.Invoice) {
 	}
 }
 
-// metric reads a counter from reg: the series with the given label value, or the only one.
-func metric(t *testing.T, reg *prometheus.Registry, name, label string) float64 {
+// metric reads a counter from reg: the series with the given reason, or the first one.
+func metric(t *testing.T, reg *prometheus.Registry, name, reason string) float64 {
 	t.Helper()
-	mfs, err := reg.Gather()
+	var labels []string
+	if reason != "" {
+		labels = []string{"reason", reason}
+	}
+	v, _, err := promtest.Value(reg, name, labels...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			if label == "" || len(m.GetLabel()) > 0 && m.GetLabel()[0].GetValue() == label {
-				return m.GetCounter().GetValue()
-			}
-		}
-	}
-	return 0
+	return v
 }
 
 // TestDefaultScheduleInvoicesBeforeDay3Ends checks the schedule: with the default grace, every
