@@ -317,6 +317,9 @@ func (s *stack) handler(o *options) (http.Handler, error) {
 	}
 	if s.store != nil {
 		cfg.Invoices = rate.Reader{Store: s.store}
+		// The MAU read prices the month to date and projects it: every role that serves it
+		// has the plan catalogue and ClickHouse (ingest serves no reads).
+		cfg.Plans, cfg.Usage = s.plans, s.store
 	}
 	if cfg.MAU != nil || cfg.Invoices != nil {
 		keys := s.readKeys

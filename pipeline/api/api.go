@@ -8,20 +8,29 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"math"
 	"net/http"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/maumeter/maumeter/pipeline/chstore"
 	"github.com/maumeter/maumeter/pipeline/rate"
 	"github.com/maumeter/maumeter/pkg/calendar"
+	"github.com/maumeter/maumeter/pkg/plan"
 	"github.com/maumeter/maumeter/pkg/tenant"
 )
 
 // MAUReader answers the exact MAU of a tenant-month.
 type MAUReader interface {
 	MAU(ctx context.Context, tenant, month string) (uint64, error)
+}
+
+// UsageReader reads the exact per-app MAU of a tenant-month from the billing record
+// (mau_devices) and the devices first seen in [from, to), in one query (chstore.Store).
+type UsageReader interface {
+	AppUsage(ctx context.Context, tm chstore.TenantMonth, from, to time.Time) (chstore.AppUsage, error)
 }
 
 // Check is one readiness check; a non-nil error makes /readyz fail with its message.
@@ -32,9 +41,13 @@ type Check struct {
 
 // Config says what to mount.
 type Config struct {
-	Catalog  *tenant.Catalog
-	Ingest   http.Handler  // POST /v1/events; nil when this role does not ingest
-	MAU      MAUReader     // GET /v1/tenants/{tenant}/mau; nil when not served
+	Catalog *tenant.Catalog
+	Ingest  http.Handler // POST /v1/events; nil when this role does not ingest
+	MAU     MAUReader    // GET /v1/tenants/{tenant}/mau; nil when not served
+	// Plans and Usage add the plan, quota, amount to date and projection to the MAU read
+	// (MAUBilling); without either, the read answers MAU and its cross-checks only.
+	Plans    *plan.Catalog
+	Usage    UsageReader
 	Invoices InvoiceReader // GET /v1/tenants/{tenant}/invoices; nil when not served
 	Auth     *Auth         // who may read; nil: nobody (every read gets 401)
 	Gatherer prometheus.Gatherer
@@ -97,6 +110,40 @@ type MAUResponse struct {
 	HLLEstimate      uint64            `json:"hll_estimate,omitempty"`
 	HLLRelativeError float64           `json:"hll_relative_error,omitempty"`
 	ByApp            map[string]uint64 `json:"by_app,omitempty"`
+	// MAUBilling is present when the role has the plan catalogue and ClickHouse (every role
+	// that serves this read does); its fields sit beside the others in the JSON.
+	*MAUBilling
+}
+
+// MAUBilling prices the month to date as the rater would: the exact per-app MAU from
+// mau_devices (never the by_app estimates), priced by plan.Catalog.Price.
+type MAUBilling struct {
+	Plan        string `json:"plan"`         // in force on the month's last day; "" with flag no_active_plan
+	IncludedMAU int64  `json:"included_mau"` // after the contract; the cap of a POC plan
+	BillableMAU int64  `json:"billable_mau"` // exact; on a POC plan every app (the cap counts them all)
+	TestingMAU  int64  `json:"testing_mau"`  // exact
+	// QuotaUsed is billable_mau / included_mau, to 4 places; nil when nothing is included.
+	QuotaUsed       *float64       `json:"quota_used,omitempty"`
+	AmountToDateUSD string         `json:"amount_to_date_usd"` // exact decimal, cents
+	Flags           []string       `json:"flags"`
+	Projection      *MAUProjection `json:"projection,omitempty"` // the tenant's current, open month only, from its day 2
+}
+
+// MAUProjection is the month carried to its end (plan.Horizon): the billable MAU and the bill
+// it would come to at the recent rate of new devices.
+type MAUProjection struct {
+	MonthEndMAU       int64    `json:"month_end_mau"` // billable
+	MonthEndAmountUSD string   `json:"month_end_amount_usd"`
+	MonthEndQuotaUsed *float64 `json:"month_end_quota_used,omitempty"`
+	Flags             []string `json:"flags"` // of the projected bill: poc_cap_exceeded warns of the cap
+	Method            string   `json:"method"`
+	// The basis: billable devices first seen in the HistoryDays complete days [From, To) of
+	// the tenant's zone, and the days left after as_of.
+	HistoryDays    int       `json:"history_days"`
+	HistoryFrom    time.Time `json:"history_from"`
+	HistoryTo      time.Time `json:"history_to"`
+	NewBillableMAU int64     `json:"new_billable_mau"`
+	DaysAhead      float64   `json:"days_ahead"` // to 4 places; the arithmetic is exact
 }
 
 func (cfg Config) mau(w http.ResponseWriter, r *http.Request) {
@@ -132,11 +179,60 @@ func (cfg Config) mau(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusServiceUnavailable, "MAU store unavailable; retry later")
 		return
 	}
-	writeJSON(w, http.StatusOK, MAUResponse{
+	resp := MAUResponse{
 		TenantID: id, Month: month.String(), TimeZone: t.Location().String(), MAU: n,
 		Source: d.Source, AsOf: now.UTC(), Closed: d.Closed, RollupVersion: d.RollupVersion,
 		HLLEstimate: d.HLLEstimate, HLLRelativeError: d.HLLRelativeError, ByApp: d.ByApp,
-	})
+	}
+	if cfg.Plans != nil && cfg.Usage != nil {
+		if resp.MAUBilling, err = cfg.billing(r.Context(), t, month, now, d.Closed); err != nil {
+			cfg.Log.Warn("mau usage query", "tenant", id, "month", month, "err", err)
+			writeError(w, http.StatusServiceUnavailable, "MAU store unavailable; retry later")
+			return
+		}
+	}
+	writeJSON(w, http.StatusOK, resp)
+}
+
+// billing prices month m of t to date and, when m is t's current month and open, projects it.
+// One ClickHouse query.
+func (cfg Config) billing(ctx context.Context, t *tenant.Tenant, m calendar.Month, now time.Time, closed bool) (*MAUBilling, error) {
+	h, project := plan.NewHorizon(now, t.Location(), m, plan.ProjectionDays)
+	project = project && !closed
+	var from, to time.Time // a zero window counts no new devices
+	if project {
+		from, to = h.From, h.To
+	}
+	u, err := cfg.Usage.AppUsage(ctx, chstore.TenantMonth{TenantID: t.ID, Month: m.String()}, from, to)
+	if err != nil {
+		return nil, err
+	}
+	usage := plan.Usage{Month: m, MAUByApp: u.MAUByApp}
+	b := cfg.Plans.Price(t, usage)
+	out := &MAUBilling{Plan: b.Plan, IncludedMAU: b.IncludedMAU, BillableMAU: b.MAU, TestingMAU: b.TestingMAU,
+		QuotaUsed: ratio(b.MAU, b.IncludedMAU), AmountToDateUSD: b.Amount.StringFixed(2), Flags: b.Flags}
+	if project {
+		end := cfg.Plans.Price(t, h.Project(usage, u.NewByApp))
+		ahead, _ := h.Ahead.Float64()
+		out.Projection = &MAUProjection{
+			MonthEndMAU: end.MAU, MonthEndAmountUSD: end.Amount.StringFixed(2), MonthEndQuotaUsed: ratio(end.MAU, end.IncludedMAU),
+			Flags: end.Flags, Method: plan.ProjectionMethod,
+			HistoryDays: h.HistoryDays, HistoryFrom: h.From.UTC(), HistoryTo: h.To.UTC(),
+			// Priced like the month, the new devices alone sort billable from testing apps.
+			NewBillableMAU: cfg.Plans.Price(t, plan.Usage{Month: m, MAUByApp: u.NewByApp}).MAU,
+			DaysAhead:      math.Round(ahead*1e4) / 1e4,
+		}
+	}
+	return out, nil
+}
+
+// ratio is n/of to 4 places; nil when of is not positive.
+func ratio(n, of int64) *float64 {
+	if of <= 0 {
+		return nil
+	}
+	v := math.Round(float64(n)/float64(of)*1e4) / 1e4
+	return &v
 }
 
 // InvoiceReader reads the rated statements of a tenant (month "" for every month).

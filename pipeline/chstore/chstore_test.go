@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"slices"
 	"testing"
@@ -106,5 +107,51 @@ func TestDevicesAreASet(t *testing.T) {
 	slices.Sort(wantKeys)
 	if !slices.Equal(got, wantKeys) {
 		t.Errorf("PartitionDevices(0) = %v, want %v", got, wantKeys)
+	}
+}
+
+func TestAppUsage(t *testing.T) {
+	s := openTest(t)
+	ctx := context.Background()
+	if _, err := s.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	day := func(d, h, m, sec, ms int) time.Time { return time.Date(2026, 11, d, h, m, sec, ms*1e6, time.UTC) }
+	row := func(tenant, month, app, guid string, seen time.Time) DeviceRow {
+		return DeviceRow{TenantID: tenant, Month: month, AppID: app, Key: event.KeyOf(tenant, app, guid), GUID: guid,
+			FirstSeenAt: seen, FirstEvent: event.Search}
+	}
+	rows := []DeviceRow{
+		row("a", "2026-11", "x", "g1", day(1, 0, 0, 0, 0)),
+		row("a", "2026-11", "x", "g2", day(8, 0, 0, 0, 0)),       // the window's first instant: in
+		row("a", "2026-11", "x", "g3", day(14, 23, 59, 59, 999)), // its last millisecond: in
+		row("a", "2026-11", "x", "g4", day(15, 0, 0, 0, 0)),      // its end: out
+		row("a", "2026-11", "x", "g5", day(7, 23, 59, 59, 999)),  // a millisecond early: out
+		row("a", "2026-11", "y", "g1", day(10, 12, 0, 0, 0)),     // same guid, other app: another device
+		row("a", "2026-10", "x", "g9", day(10, 12, 0, 0, 0)),     // another month
+		row("b", "2026-11", "x", "g1", day(10, 12, 0, 0, 0)),     // another tenant
+	}
+	// Then a replayed copy, in a block of its own: it counts once.
+	for _, batch := range [][]DeviceRow{rows, rows[1:2]} {
+		if err := s.InsertDevices(ctx, batch); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f := func(from, to time.Time, wantMAU, wantNew map[string]uint64) {
+		t.Helper()
+		u, err := s.AppUsage(ctx, TenantMonth{"a", "2026-11"}, from, to)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !maps.Equal(u.MAUByApp, wantMAU) || !maps.Equal(u.NewByApp, wantNew) {
+			t.Errorf("AppUsage [%s, %s) = %v new %v, want %v new %v", from, to, u.MAUByApp, u.NewByApp, wantMAU, wantNew)
+		}
+	}
+	mau := map[string]uint64{"x": 5, "y": 1}
+	f(day(8, 0, 0, 0, 0), day(15, 0, 0, 0, 0), mau, map[string]uint64{"x": 2, "y": 1})
+	f(time.Time{}, time.Time{}, mau, map[string]uint64{})
+	u, err := s.AppUsage(ctx, TenantMonth{"nobody", "2026-11"}, day(8, 0, 0, 0, 0), day(15, 0, 0, 0, 0))
+	if err != nil || len(u.MAUByApp) != 0 || len(u.NewByApp) != 0 {
+		t.Errorf("AppUsage of a tenant without devices = %+v, %v; want empty", u, err)
 	}
 }

@@ -240,3 +240,44 @@ func (s *Store) KnownDevices(ctx context.Context, tm TenantMonth, keys []event.D
 	}
 	return out, nil
 }
+
+// AppUsage is the exact MAU of a tenant-month per app, from mau_devices, and how many of those
+// devices were first seen in a window: what the MAU read prices and projects.
+type AppUsage struct {
+	MAUByApp map[string]uint64
+	// NewByApp counts, per app, the devices whose first_seen_at (the earliest of a device's
+	// rows) lies in the window; apps with none are absent.
+	NewByApp map[string]uint64
+}
+
+// AppUsage reads the exact per-app MAU of tm and the devices first seen in [from, to) in one
+// query (a zero window counts nothing). Like Facts it groups by device: copies of a row (a
+// replay) count once, at the earliest first_seen_at among the copies not yet folded
+// (ReplacingMergeTree keeps the last inserted copy when it merges them).
+func (s *Store) AppUsage(ctx context.Context, tm TenantMonth, from, to time.Time) (AppUsage, error) {
+	u := AppUsage{MAUByApp: map[string]uint64{}, NewByApp: map[string]uint64{}}
+	// Milliseconds, not bound times: a bound time.Time may lose the DateTime64 precision.
+	rows, err := s.conn.Query(ctx, `SELECT app_id, count(), countIf(first >= ? AND first < ?) FROM (
+			SELECT app_id, device_key, toUnixTimestamp64Milli(min(first_seen_at)) AS first FROM mau_devices
+			WHERE tenant_id = ? AND month = ? GROUP BY app_id, device_key)
+		GROUP BY app_id`, from.UnixMilli(), to.UnixMilli(), tm.TenantID, tm.Month)
+	if err != nil {
+		return u, fmt.Errorf("app usage %s %s: %w", tm.TenantID, tm.Month, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var app string
+		var n, fresh uint64
+		if err := rows.Scan(&app, &n, &fresh); err != nil {
+			return u, fmt.Errorf("app usage %s %s: scan: %w", tm.TenantID, tm.Month, err)
+		}
+		u.MAUByApp[app] = n
+		if fresh > 0 {
+			u.NewByApp[app] = fresh
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return u, fmt.Errorf("app usage %s %s: %w", tm.TenantID, tm.Month, err)
+	}
+	return u, nil
+}
