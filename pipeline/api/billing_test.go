@@ -12,10 +12,12 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"gopkg.in/yaml.v3"
 
 	"github.com/maumeter/maumeter/pipeline/chstore"
 	"github.com/maumeter/maumeter/pkg/plan"
 	"github.com/maumeter/maumeter/pkg/tenant"
+	"github.com/maumeter/maumeter/schemas"
 )
 
 // fakeUsage answers AppUsage from a table and records the windows it was asked for.
@@ -196,4 +198,50 @@ func TestMAUWithoutPlans(t *testing.T) {
 	if !strings.Contains(rec.Body.String(), `"mau":42`) {
 		t.Errorf("without plans: %s, want mau 42", rec.Body)
 	}
+}
+
+// TestOpenAPIDocumentsMAU checks that schemas/openapi.yaml describes every field of a full MAU
+// answer (billing and projection included) and nothing it never sends.
+func TestOpenAPIDocumentsMAU(t *testing.T) {
+	var doc struct {
+		Components struct {
+			Schemas map[string]struct {
+				Properties map[string]any `yaml:"properties"`
+			} `yaml:"schemas"`
+		} `yaml:"components"`
+	}
+	if err := yaml.Unmarshal(schemas.OpenAPI, &doc); err != nil {
+		t.Fatal(err)
+	}
+	one := 1.0
+	full := MAUResponse{RollupVersion: 1, HLLEstimate: 1, HLLRelativeError: 1, ByApp: map[string]uint64{"a": 1},
+		MAUBilling: &MAUBilling{QuotaUsed: &one, Projection: &MAUProjection{MonthEndQuotaUsed: &one}}}
+	data, err := json.Marshal(full)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(data, &fields); err != nil {
+		t.Fatal(err)
+	}
+	var projection map[string]json.RawMessage
+	if err := json.Unmarshal(fields["projection"], &projection); err != nil {
+		t.Fatal(err)
+	}
+	f := func(schema string, sent map[string]json.RawMessage) {
+		t.Helper()
+		documented := doc.Components.Schemas[schema].Properties
+		for k := range sent {
+			if _, ok := documented[k]; !ok {
+				t.Errorf("the MAU read sends %s, which schemas/openapi.yaml %s does not document", k, schema)
+			}
+		}
+		for k := range documented {
+			if _, ok := sent[k]; !ok {
+				t.Errorf("schemas/openapi.yaml %s documents %s, which the MAU read never sends", schema, k)
+			}
+		}
+	}
+	f("MAU", fields)
+	f("MAUProjection", projection)
 }
