@@ -365,7 +365,8 @@ func (p *pipeline) waitCounted(t *testing.T, timeout time.Duration) {
 	t.Fatalf("counter still %d messages behind after %s (err %v):\n%s", lag, timeout, err, p.counter.tail())
 }
 
-// check compares the MAU of every tenant-month from the API and from ClickHouse with the truth.
+// check compares the MAU of every tenant-month from the API and from ClickHouse with the truth,
+// and the API's billing fields with the truth priced (checkBilling).
 func (p *pipeline) check(t *testing.T, tr *traffic) {
 	t.Helper()
 	conn, err := clickhouse.Open(&clickhouse.Options{Addr: []string{clickhouseA}, Auth: clickhouse.Auth{Database: p.database}})
@@ -429,6 +430,7 @@ func (p *pipeline) check(t *testing.T, tr *traffic) {
 			t.Errorf("API MAU %s = %d (%s), want %d", k, body.MAU, body.Month, want[k])
 		}
 		t.Logf("%-24s MAU %7d  (ClickHouse %7d, API %7d)", k, want[k], fromCH[k], body.MAU)
+		p.checkBilling(t, conn, tenant, month, tr.truth[tenant][month])
 	}
 }
 

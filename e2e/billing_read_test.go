@@ -1,0 +1,122 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
+	"github.com/maumeter/maumeter/pkg/calendar"
+	"github.com/maumeter/maumeter/pkg/plan"
+)
+
+// mauBilling is the part of the MAU read that prices and projects the month.
+type mauBilling struct {
+	AsOf            time.Time `json:"as_of"`
+	Plan            *string   `json:"plan"`
+	IncludedMAU     int64     `json:"included_mau"`
+	BillableMAU     int64     `json:"billable_mau"`
+	TestingMAU      int64     `json:"testing_mau"`
+	AmountToDateUSD string    `json:"amount_to_date_usd"`
+	Flags           []string  `json:"flags"`
+	Projection      *struct {
+		MonthEndMAU       int64     `json:"month_end_mau"`
+		MonthEndAmountUSD string    `json:"month_end_amount_usd"`
+		HistoryDays       int       `json:"history_days"`
+		HistoryFrom       time.Time `json:"history_from"`
+		HistoryTo         time.Time `json:"history_to"`
+		NewBillableMAU    int64     `json:"new_billable_mau"`
+		DaysAhead         float64   `json:"days_ahead"`
+	} `json:"projection"`
+}
+
+// checkBilling reads the MAU of a tenant-month from the real binary and checks its billing
+// fields against the truth: the billable/testing split exact and the amount to date equal to
+// plan.Price of the truth's per-app MAU; for the current month, the projection's basis counted
+// again from mau_devices with a query of the test's own, its arithmetic, and its price.
+func (p *pipeline) checkBilling(t *testing.T, conn driver.Conn, tenantID, month string, truth map[string]bool) {
+	t.Helper()
+	plans, err := plan.Default()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cat, err := plans.ParseTenants("catalogue", fmt.Appendf(nil, catalogue, "", "", "", ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ten, _ := cat.Tenant(tenantID)
+	m, err := calendar.ParseMonth(month)
+	if err != nil {
+		t.Fatal(err)
+	}
+	byApp := map[string]uint64{}
+	for k := range truth {
+		app, _, _ := strings.Cut(k, "/")
+		byApp[app]++
+	}
+	want := plans.Price(ten, plan.Usage{Month: m, MAUByApp: byApp})
+	var got mauBilling
+	if code, err := getJSON(fmt.Sprintf("%s/v1/tenants/%s/mau?month=%s", p.countURL, tenantID, month), p.operator, &got); err != nil || code != http.StatusOK {
+		t.Fatalf("API %s %s: %d %v", tenantID, month, code, err)
+	}
+	if got.Plan == nil || *got.Plan != want.Plan || got.IncludedMAU != want.IncludedMAU || got.BillableMAU != want.MAU ||
+		got.TestingMAU != want.TestingMAU || got.AmountToDateUSD != want.Amount.StringFixed(2) || !slices.Equal(got.Flags, want.Flags) {
+		t.Errorf("%s %s billing: plan %v included %d billable %d testing %d amount %s flags %v; want %s %d %d %d %s %v (truth %v)",
+			tenantID, month, got.Plan, got.IncludedMAU, got.BillableMAU, got.TestingMAU, got.AmountToDateUSD, got.Flags,
+			want.Plan, want.IncludedMAU, want.MAU, want.TestingMAU, want.Amount.StringFixed(2), want.Flags, byApp)
+	}
+
+	loc := ten.Location()
+	local := got.AsOf.In(loc)
+	current := calendar.MonthOf(got.AsOf, loc) == m
+	pr := got.Projection
+	switch {
+	case !current || local.Day() == 1:
+		if pr != nil {
+			t.Errorf("%s %s: projection %+v at %s; want none (not the current month, or its first day)", tenantID, month, *pr, local)
+		}
+		return
+	case pr == nil:
+		t.Errorf("%s %s: no projection for the current month at %s", tenantID, month, local)
+		return
+	}
+	y, mo, d := local.Date()
+	days := min(7, d-1)
+	if pr.HistoryDays != days || !pr.HistoryTo.Equal(time.Date(y, mo, d, 0, 0, 0, 0, loc)) || !pr.HistoryFrom.Equal(time.Date(y, mo, d-days, 0, 0, 0, 0, loc)) {
+		t.Errorf("%s %s: history %d days [%s, %s) at %s, want %d days to midnight in %s", tenantID, month,
+			pr.HistoryDays, pr.HistoryFrom, pr.HistoryTo, local, days, loc)
+	}
+	var billable []string
+	for app := range byApp {
+		if _, testing := ten.App(app); !testing {
+			billable = append(billable, app)
+		}
+	}
+	var fresh uint64
+	if err := conn.QueryRow(context.Background(), `SELECT count() FROM (
+			SELECT device_key, min(first_seen_at) AS f FROM mau_devices WHERE tenant_id = ? AND month = ? AND app_id IN ? GROUP BY device_key)
+		WHERE f >= fromUnixTimestamp64Milli(?) AND f < fromUnixTimestamp64Milli(?)`,
+		tenantID, month, billable, pr.HistoryFrom.UnixMilli(), pr.HistoryTo.UnixMilli()).Scan(&fresh); err != nil {
+		t.Fatal(err)
+	}
+	// Each billable app rounds on its own: the total may differ by half a device per app.
+	carried := float64(want.MAU) + float64(fresh)*pr.DaysAhead/float64(pr.HistoryDays)
+	if pr.NewBillableMAU != int64(fresh) || pr.MonthEndMAU < want.MAU || math.Abs(float64(pr.MonthEndMAU)-carried) > 0.5*float64(len(billable))+0.01 {
+		t.Errorf("%s %s: projection %d (new %d over %d days, %.4f ahead); want %.2f from %d + %d new", tenantID, month,
+			pr.MonthEndMAU, pr.NewBillableMAU, pr.HistoryDays, pr.DaysAhead, carried, want.MAU, fresh)
+	}
+	if len(billable) == 1 { // then the projected bill is the price of that one app's projection
+		end := plans.Price(ten, plan.Usage{Month: m, MAUByApp: map[string]uint64{billable[0]: uint64(pr.MonthEndMAU)}})
+		if pr.MonthEndAmountUSD != end.Amount.StringFixed(2) {
+			t.Errorf("%s %s: month_end_amount_usd %s, want %s (plan.Price of %d)", tenantID, month, pr.MonthEndAmountUSD, end.Amount.StringFixed(2), pr.MonthEndMAU)
+		}
+	}
+	t.Logf("%-24s billable %d testing %d amount %s; projected %d → %s (%d new in %d days, %.2f days ahead)", tenantID+" "+month,
+		got.BillableMAU, got.TestingMAU, got.AmountToDateUSD, pr.MonthEndMAU, pr.MonthEndAmountUSD, pr.NewBillableMAU, pr.HistoryDays, pr.DaysAhead)
+}
