@@ -105,11 +105,17 @@ func (p *pipeline) checkBilling(t *testing.T, conn driver.Conn, tenantID, month 
 		tenantID, month, billable, pr.HistoryFrom.UnixMilli(), pr.HistoryTo.UnixMilli()).Scan(&fresh); err != nil {
 		t.Fatal(err)
 	}
+	// The days ahead of as_of, from the clock the answer gives (with nanoseconds): the rest of
+	// today as a fraction of its own length, and the whole days after it.
+	today, tomorrow := time.Date(y, mo, d, 0, 0, 0, 0, loc), time.Date(y, mo, d+1, 0, 0, 0, 0, loc)
+	last := time.Date(y, mo+1, 0, 12, 0, 0, 0, time.UTC).Day()
+	ahead := float64(tomorrow.Sub(got.AsOf))/float64(tomorrow.Sub(today)) + float64(last-d)
 	// Each billable app rounds on its own: the total may differ by half a device per app.
-	carried := float64(want.MAU) + float64(fresh)*pr.DaysAhead/float64(pr.HistoryDays)
-	if pr.NewBillableMAU != int64(fresh) || pr.MonthEndMAU < want.MAU || math.Abs(float64(pr.MonthEndMAU)-carried) > 0.5*float64(len(billable))+0.01 {
-		t.Errorf("%s %s: projection %d (new %d over %d days, %.4f ahead); want %.2f from %d + %d new", tenantID, month,
-			pr.MonthEndMAU, pr.NewBillableMAU, pr.HistoryDays, pr.DaysAhead, carried, want.MAU, fresh)
+	carried := float64(want.MAU) + float64(fresh)*ahead/float64(days)
+	if pr.NewBillableMAU != int64(fresh) || pr.MonthEndMAU < want.MAU || math.Abs(pr.DaysAhead-ahead) > 0.00005+1e-9 ||
+		math.Abs(float64(pr.MonthEndMAU)-carried) > 0.5*float64(len(billable))+1e-6 {
+		t.Errorf("%s %s: projection %d (new %d over %d days, %.4f ahead); want %.2f from %d + %d new over %d days, %.6f ahead",
+			tenantID, month, pr.MonthEndMAU, pr.NewBillableMAU, pr.HistoryDays, pr.DaysAhead, carried, want.MAU, fresh, days, ahead)
 	}
 	if len(billable) == 1 { // then the projected bill is the price of that one app's projection
 		end := plans.Price(ten, plan.Usage{Month: m, MAUByApp: map[string]uint64{billable[0]: uint64(pr.MonthEndMAU)}})

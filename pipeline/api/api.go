@@ -1,5 +1,6 @@
 // Package api assembles maumeter's HTTP surface (schemas/openapi.yaml): event ingest, exact MAU
-// and invoice reads, Prometheus metrics and health. Each role mounts the parts it serves.
+// reads (with the month's quota, cost to date and projection) and invoice reads, Prometheus
+// metrics and health. Each role mounts the parts it serves.
 // Ingest authenticates its own keys (pipeline/ingest); the reads take a tenant's read key or an
 // operator key (Auth); /metrics, /healthz and /readyz are open: they carry no MAU and no bill.
 package api
