@@ -65,10 +65,14 @@ func (p *pipeline) checkBilling(t *testing.T, conn driver.Conn, tenantID, month 
 	if code, err := getJSON(fmt.Sprintf("%s/v1/tenants/%s/mau?month=%s", p.countURL, tenantID, month), p.operator, &got); err != nil || code != http.StatusOK {
 		t.Fatalf("API %s %s: %d %v", tenantID, month, code, err)
 	}
-	if got.Plan == nil || *got.Plan != want.Plan || got.IncludedMAU != want.IncludedMAU || got.BillableMAU != want.MAU ||
+	gotPlan := "<absent>"
+	if got.Plan != nil {
+		gotPlan = *got.Plan
+	}
+	if gotPlan != want.Plan || got.IncludedMAU != want.IncludedMAU || got.BillableMAU != want.MAU ||
 		got.TestingMAU != want.TestingMAU || got.AmountToDateUSD != want.Amount.StringFixed(2) || !slices.Equal(got.Flags, want.Flags) {
-		t.Errorf("%s %s billing: plan %v included %d billable %d testing %d amount %s flags %v; want %s %d %d %d %s %v (truth %v)",
-			tenantID, month, got.Plan, got.IncludedMAU, got.BillableMAU, got.TestingMAU, got.AmountToDateUSD, got.Flags,
+		t.Errorf("%s %s billing: plan %q included %d billable %d testing %d amount %s flags %v; want %q %d %d %d %s %v (truth %v)",
+			tenantID, month, gotPlan, got.IncludedMAU, got.BillableMAU, got.TestingMAU, got.AmountToDateUSD, got.Flags,
 			want.Plan, want.IncludedMAU, want.MAU, want.TestingMAU, want.Amount.StringFixed(2), want.Flags, byApp)
 	}
 
