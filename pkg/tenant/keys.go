@@ -108,17 +108,20 @@ func (k *IngestKey) Tenant() string { return k.tenant }
 func (k *IngestKey) Allows(app string) bool { return k.apps == nil || k.apps[app] }
 
 // YAML is the key's catalogue entry on one line, to be added under its tenant's ingest_keys.
-func (k *IngestKey) YAML() string {
+func (k *IngestKey) YAML() string { return entryYAML(k.ID, k.SHA256, k.Apps, k.Created, k.Note) }
+
+// entryYAML is a key's catalogue entry as a one-line YAML flow mapping.
+func entryYAML(id, sum string, apps []string, created, note string) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "- {id: %s, sha256: %s", k.ID, k.SHA256)
-	if len(k.Apps) > 0 {
-		fmt.Fprintf(&b, ", apps: [%s]", strings.Join(k.Apps, ", "))
+	fmt.Fprintf(&b, "- {id: %s, sha256: %s", id, sum)
+	if len(apps) > 0 {
+		fmt.Fprintf(&b, ", apps: [%s]", strings.Join(apps, ", "))
 	}
-	if k.Created != "" {
-		fmt.Fprintf(&b, ", created: %s", k.Created)
+	if created != "" {
+		fmt.Fprintf(&b, ", created: %s", created)
 	}
-	if k.Note != "" {
-		fmt.Fprintf(&b, ", note: %q", k.Note)
+	if note != "" {
+		fmt.Fprintf(&b, ", note: %q", note)
 	}
 	b.WriteString("}")
 	return b.String()
@@ -315,18 +318,7 @@ func (k *ReadKey) MayRead(tenant string) bool {
 
 // YAML is the key's catalogue entry on one line, to be added under its tenant's read_keys (a
 // read key) or under operator_keys (an operator key).
-func (k *ReadKey) YAML() string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "- {id: %s, sha256: %s", k.ID, k.SHA256)
-	if k.Created != "" {
-		fmt.Fprintf(&b, ", created: %s", k.Created)
-	}
-	if k.Note != "" {
-		fmt.Fprintf(&b, ", note: %q", k.Note)
-	}
-	b.WriteString("}")
-	return b.String()
-}
+func (k *ReadKey) YAML() string { return entryYAML(k.ID, k.SHA256, nil, k.Created, k.Note) }
 
 // validate checks k and binds it to its kind and tenant (nil for an operator key).
 func (k *ReadKey) validate(t *Tenant) error {

@@ -201,19 +201,12 @@ func Parse(name string, data []byte, opts ...Option) (*Catalog, error) {
 	if err != nil { // the embedded schema is broken: tests catch it
 		return nil, fmt.Errorf("%w: %s: %w", ErrInvalid, name, err)
 	}
-	raw, err := yamlschema.Decode(data)
+	raw, err := sch.Check(name, data, func(doc any, v yamlschema.Violation) error { return schemaError(name, doc, v) })
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s: %w", ErrInvalid, name, err)
+		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 	if raw == nil {
 		return nil, fmt.Errorf("%w: %s: no tenants (empty document)", ErrInvalid, name)
-	}
-	if vs := sch.Validate(raw); len(vs) > 0 {
-		errs := make([]error, len(vs))
-		for i, v := range vs {
-			errs[i] = schemaError(name, raw, v)
-		}
-		return nil, fmt.Errorf("%w: %w", ErrInvalid, errors.Join(errs...))
 	}
 	var doc struct {
 		Tenants      []*Tenant  `yaml:"tenants"`

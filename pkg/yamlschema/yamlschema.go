@@ -417,3 +417,25 @@ func scalar(n *yaml.Node) (any, error) {
 	// !!str, !!timestamp (kept as written), !!binary and custom tags: the text.
 	return n.Value, nil
 }
+
+// Check decodes the YAML document of file name and validates it against s. It returns the
+// decoded document (nil for an empty one), the decoding error prefixed with name, or every
+// violation joined, each made an error by explain (which names the file and, where it can, the
+// entry and the field).
+func (s *Schema) Check(name string, data []byte, explain func(doc any, v Violation) error) (any, error) {
+	doc, err := Decode(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	if doc == nil {
+		return nil, nil
+	}
+	if vs := s.Validate(doc); len(vs) > 0 {
+		errs := make([]error, len(vs))
+		for i, v := range vs {
+			errs[i] = explain(doc, v)
+		}
+		return nil, errors.Join(errs...)
+	}
+	return doc, nil
+}
