@@ -15,6 +15,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/maumeter/maumeter/pipeline/api"
 	"github.com/maumeter/maumeter/pipeline/bus"
 	"github.com/maumeter/maumeter/pipeline/chstore"
 	"github.com/maumeter/maumeter/pipeline/count"
@@ -148,9 +149,9 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	// would; the answer must be ClickHouse's. Without a key, or with another tenant's, no answer.
 	client := &http.Client{Timeout: 10 * time.Second}
 	for i, r := range rows {
-		n, code, err := readMAU(ctx, client, addr, r.TenantID, r.Month, readKeys[r.TenantID])
-		if err != nil || code != http.StatusOK || n != r.MAU {
-			return fmt.Errorf("GET /v1/tenants/%s/mau?month=%s with its read key: %d, MAU %d (%v); ClickHouse has %d", r.TenantID, r.Month, code, n, err, r.MAU)
+		got, code, err := readMAU(ctx, client, addr, r.TenantID, r.Month, readKeys[r.TenantID])
+		if err != nil || code != http.StatusOK || got.MAU != r.MAU {
+			return fmt.Errorf("GET /v1/tenants/%s/mau?month=%s with its read key: %d, MAU %d (%v); ClickHouse has %d", r.TenantID, r.Month, code, got.MAU, err, r.MAU)
 		}
 		other := rows[(i+1)%len(rows)].TenantID
 		if _, code, err := readMAU(ctx, client, addr, r.TenantID, r.Month, ""); err != nil || code != http.StatusUnauthorized {
@@ -260,7 +261,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 
 	fmt.Fprintf(stdout, "\nmonth to date (open months: exact in real time, priced as they stand, invoiced once closed):\n\n")
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "tenant\tplan\ttime zone\tmonth\tMAU\taccepted (truth)\ttesting\tbillable\tincluded\toverage\tUSD/MAU\tbill to date USD\tflags\t")
+	fmt.Fprintln(tw, "tenant\tplan\ttime zone\tmonth\tMAU\taccepted (truth)\ttesting\tbillable\tincluded\toverage\tUSD/MAU\tbill to date USD\tprojected MAU\tprojected USD\tflags\t")
 	for _, r := range open {
 		t, _ := s.catalog.Tenant(r.TenantID)
 		month, _ := calendar.ParseMonth(r.Month)
@@ -269,9 +270,23 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			return err
 		}
 		b := plans.Price(t, plan.Usage{Month: month, MAUByApp: facts.ByApp})
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t%s\t\n", r.TenantID, b.Plan, t.TimeZone, r.Month,
+		// The tenant's own read of its month: priced the same, and carried to the month's end.
+		got, code, err := readMAU(ctx, client, addr, r.TenantID, r.Month, readKeys[r.TenantID])
+		if err != nil || code != http.StatusOK || got.MAUBilling == nil || got.AmountToDateUSD != b.Amount.StringFixed(2) || got.BillableMAU != b.MAU {
+			mismatch++
+			fmt.Fprintf(stdout, "MISMATCH %s %s: the MAU read prices %+v (%d, %v); pkg/plan prices %s for %d billable\n",
+				r.TenantID, r.Month, got.MAUBilling, code, err, b.Amount.StringFixed(2), b.MAU)
+		}
+		projMAU, projUSD, flags := "-", "-", orDash(strings.Join(b.Flags, ","))
+		if got.MAUBilling != nil && got.Projection != nil {
+			projMAU, projUSD = fmt.Sprint(got.Projection.MonthEndMAU), got.Projection.MonthEndAmountUSD
+			if len(got.Projection.Flags) > 0 { // e.g. a POC month whose rate would pass its cap (refused at the door)
+				flags += " (projected: " + strings.Join(got.Projection.Flags, ",") + ")"
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t\n", r.TenantID, b.Plan, t.TimeZone, r.Month,
 			r.MAU, st.Truth[r.TenantID][r.Month], b.TestingMAU, b.MAU, b.IncludedMAU, b.OverageMAU, b.UnitPrice.String(),
-			b.Amount.StringFixed(2), orDash(strings.Join(b.Flags, ",")))
+			b.Amount.StringFixed(2), projMAU, projUSD, flags)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -297,28 +312,26 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 }
 
 // readMAU asks the API at addr for a tenant-month's MAU with a read key ("" sends none).
-func readMAU(ctx context.Context, client *http.Client, addr, tenantID, month, key string) (uint64, int, error) {
+func readMAU(ctx context.Context, client *http.Client, addr, tenantID, month, key string) (api.MAUResponse, int, error) {
+	var body api.MAUResponse
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("http://%s/v1/tenants/%s/mau?month=%s", addr, tenantID, month), nil)
 	if err != nil {
-		return 0, 0, err
+		return body, 0, err
 	}
 	if key != "" {
 		req.Header.Set("Authorization", "Bearer "+key)
 	}
 	resp, err := client.Do(req)
 	if err != nil {
-		return 0, 0, err
+		return body, 0, err
 	}
 	defer resp.Body.Close()
-	var body struct {
-		MAU uint64 `json:"mau"`
-	}
 	if resp.StatusCode == http.StatusOK {
 		if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
-			return 0, resp.StatusCode, err
+			return body, resp.StatusCode, err
 		}
 	}
-	return body.MAU, resp.StatusCode, nil
+	return body, resp.StatusCode, nil
 }
 
 // writeJSONLines prints one JSON object per line.
