@@ -14,7 +14,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
-	"slices"
 	"time"
 
 	"github.com/shopspring/decimal"
@@ -61,10 +60,10 @@ func Build(t *tenant.Tenant, plans *plan.Catalog, r *chstore.Rollup, prev *chsto
 		RollupVersion: r.Version, RollupKind: r.Kind,
 		Plan: bill.Plan, PlanPurchased: bill.PlanPurchased, PlanValidUntil: bill.PlanValidUntil, Contract: bill.Contract,
 		MAU: uint64(bill.MAU), TestingMAU: uint64(bill.TestingMAU), TotalMAU: uint64(bill.TotalMAU),
-		MAUByApp: r.MAUByApp, BillableApps: BillableApps(t, plans, m, r.MAUByApp),
+		MAUByApp: r.MAUByApp, BillableApps: bill.BillableApps,
 		IncludedMAU: uint64(bill.IncludedMAU), OverageMAU: uint64(bill.OverageMAU),
 		UnitPriceUSD: bill.UnitPrice.String(), AmountUSD: bill.Amount.Round(2),
-		Flags:       slices.Sorted(slices.Values(bill.Flags)),
+		Flags:       bill.Flags, // sorted by Price
 		HLLEstimate: r.HLLEstimate, HLLRelativeError: r.HLLRelativeError,
 		HLLAgrees:      HLLAgrees(r.MAU, r.HLLEstimate, r.HLLRelativeError),
 		DevicesThrough: r.DevicesThrough, RatedAt: now, DueBy: DueBy(m, t.Location()),
@@ -95,23 +94,4 @@ func Build(t *tenant.Tenant, plans *plan.Catalog, r *chstore.Rollup, prev *chsto
 	}
 	inv.MAUSQL = chstore.MAUSQL(database, inv)
 	return inv, nil
-}
-
-// BillableApps lists, sorted, the apps of a month whose devices count toward the plan's
-// included MAU (plan.Bill.MAU): every app but the tenant's testing apps, which count only when
-// the tenant says bill_testing_apps or on a hard-capped (POC) plan, whose cap covers all apps. An
-// app the catalogue no longer lists was production when its events were accepted, so it counts.
-func BillableApps(t *tenant.Tenant, plans *plan.Catalog, m calendar.Month, byApp map[string]uint64) []string {
-	all := t.BillTestingApps
-	if terms, err := plans.Terms(t, m); err == nil && terms.Plan.HardCap {
-		all = true
-	}
-	out := []string{}
-	for app, n := range byApp {
-		if _, testing := t.App(app); n > 0 && (!testing || all) {
-			out = append(out, app)
-		}
-	}
-	slices.Sort(out)
-	return out
 }

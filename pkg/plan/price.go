@@ -69,6 +69,7 @@ type Bill struct {
 	Amount       decimal.Decimal // USD, rounded half-up to cents once, at the end
 	Flags        []string        // sorted: no_active_plan, poc_cap_exceeded, unlisted_app, unknown_plan
 	UnlistedApps []string        // sorted: apps with MAU that the catalogue does not list
+	BillableApps []string        // sorted: the apps with MAU whose devices make up MAU
 	Entitlements Entitlements
 }
 
@@ -199,8 +200,9 @@ func (c *Catalog) TermsOn(t *tenant.Tenant, year int, month time.Month, day int)
 // CheckTenants); otherwise a purchase of a plan c lacks is flagged unknown_plan, not charged.
 func (c *Catalog) Price(t *tenant.Tenant, u Usage) Bill {
 	b := Bill{TenantID: t.ID, Month: u.Month.String(), UnitPrice: decimal.Zero, Amount: decimal.Zero,
-		Flags: []string{}, UnlistedApps: []string{}, Entitlements: Entitlements{Flags: []string{}}}
+		Flags: []string{}, UnlistedApps: []string{}, BillableApps: []string{}, Entitlements: Entitlements{Flags: []string{}}}
 	var production, testing uint64 // production includes the unlisted apps
+	var testingApps []string
 	for app, n := range u.MAUByApp {
 		if n == 0 {
 			continue
@@ -208,12 +210,15 @@ func (c *Catalog) Price(t *tenant.Tenant, u Usage) Bill {
 		switch known, isTesting := t.App(app); {
 		case !known:
 			b.UnlistedApps = append(b.UnlistedApps, app)
+			b.BillableApps = append(b.BillableApps, app)
 			production = addSat(production, n)
 			b.Entitlements.ProductionApps++
 		case isTesting:
+			testingApps = append(testingApps, app)
 			testing = addSat(testing, n)
 			b.Entitlements.TestingApps++
 		default:
+			b.BillableApps = append(b.BillableApps, app)
 			production = addSat(production, n)
 			b.Entitlements.ProductionApps++
 		}
@@ -225,7 +230,8 @@ func (c *Catalog) Price(t *tenant.Tenant, u Usage) Bill {
 	b.Entitlements.MiniPrograms = int(min(u.MiniPrograms, math.MaxInt))
 	b.TestingMAU, b.TotalMAU = toInt64(testing), toInt64(addSat(production, testing))
 	b.MAU = toInt64(production)
-	if t.BillTestingApps {
+	testingBilled := t.BillTestingApps // then MAU counts the testing apps too
+	if testingBilled {
 		b.MAU = b.TotalMAU
 	}
 
@@ -241,7 +247,7 @@ func (c *Catalog) Price(t *tenant.Tenant, u Usage) Bill {
 		b.Plan, b.PlanPurchased, b.PlanValidUntil, b.PlanValidThrough = p.ID, tr.Purchased, tr.ValidUntil, tr.ValidThrough
 		b.Contract, b.IncludedMAU = tr.Contract, tr.IncludedMAU
 		if p.HardCap {
-			b.MAU = b.TotalMAU // a POC plan has testing apps only: its cap counts them
+			testingBilled, b.MAU = true, b.TotalMAU // a POC plan has testing apps only: its cap counts them
 		}
 		b.OverageMAU = max(0, b.MAU-b.IncludedMAU)
 		if p.PayAsYouGo {
@@ -264,6 +270,10 @@ func (c *Catalog) Price(t *tenant.Tenant, u Usage) Bill {
 		}
 		slices.Sort(e.Flags)
 	}
+	if testingBilled {
+		b.BillableApps = append(b.BillableApps, testingApps...)
+	}
+	slices.Sort(b.BillableApps)
 	slices.Sort(b.Flags)
 	return b
 }
