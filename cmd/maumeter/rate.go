@@ -17,15 +17,10 @@ import (
 	"github.com/maumeter/maumeter/pipeline/chstore"
 	"github.com/maumeter/maumeter/pipeline/rate"
 	"github.com/maumeter/maumeter/pkg/calendar"
-	"github.com/maumeter/maumeter/pkg/plan"
 )
 
 func (o *options) rateFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.rateGroup, "rate-group", rate.Group, "consumer group of the raters")
-}
-
-func (o *options) loadPlans() (*plan.Catalog, error) {
-	return loadPlanCatalog(o.plans)
 }
 
 // runRate runs the rater (no --month: consume the rollups topic and write invoices until
@@ -74,11 +69,7 @@ func runRate(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	defer store.Close()
 	if *stored {
-		plans, err := o.loadPlans()
-		if err != nil {
-			return err
-		}
-		catalog, err := plans.LoadTenants(o.tenants)
+		plans, catalog, err := o.loadCatalogs()
 		if err != nil {
 			return err
 		}
@@ -174,11 +165,6 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return errors.New("the exported devices do not match the invoice's MAU: the billing record changed after rating; investigate before answering the dispute")
 	}
 	return nil
-}
-
-// loadPlanCatalog loads the plan catalogue at path, or the embedded one when path is empty.
-func loadPlanCatalog(path string) (*plan.Catalog, error) {
-	return plan.LoadCatalog(path)
 }
 
 // openStore opens ClickHouse for a command that reads or writes it, with its logger.

@@ -81,12 +81,31 @@ func (o *options) commonFlags(fs *flag.FlagSet) {
 }
 
 func (o *options) countFlags(fs *flag.FlagSet) {
-	fs.StringVar(&o.group, "count-group", bus.CountGroup, "consumer group of the counters")
+	o.closerFlags(fs)
 	fs.DurationVar(&o.flushInterval, "flush-interval", time.Second, "longest a first-seen device waits before it is written to ClickHouse")
 	fs.DurationVar(&o.checkpoint, "checkpoint-interval", 10*time.Second, "how often partition rollups (sketches) are stored and offsets committed: the most a crash replays")
 	fs.DurationVar(&o.sessionTimeout, "session-timeout", 10*time.Second, "consumer-group session timeout: how soon a dead counter's partitions move")
 	fs.DurationVar(&o.capInterval, "cap-interval", time.Second, "how often the counter that owns partition 0 publishes the POC tenant-months' counted devices to the caps topic")
+}
+
+// closerFlags: what a month close needs, in the counter and in the commands that close
+// (close, import): the counters' group whose progress it waits for, and when months close.
+func (o *options) closerFlags(fs *flag.FlagSet) {
+	fs.StringVar(&o.group, "count-group", bus.CountGroup, "consumer group of the counters")
 	o.closeFlags(fs)
+}
+
+// loadCatalogs loads the plan catalogue (--plans) and the tenant catalogue checked against it.
+func (o *options) loadCatalogs() (*plan.Catalog, *tenant.Catalog, error) {
+	plans, err := plan.LoadCatalog(o.plans)
+	if err != nil {
+		return nil, nil, err
+	}
+	tenants, err := plans.LoadTenants(o.tenants)
+	if err != nil {
+		return nil, nil, err
+	}
+	return plans, tenants, nil
 }
 
 // plansFlags: the plan catalogue. The rater prices with it; the gateway and the counter take
@@ -183,10 +202,7 @@ func build(ctx context.Context, o *options, parts roleParts, stderr io.Writer) (
 			s.close()
 		}
 	}()
-	if s.plans, err = plan.LoadCatalog(o.plans); err != nil {
-		return nil, err
-	}
-	if s.catalog, err = s.plans.LoadTenants(o.tenants); err != nil {
+	if s.plans, s.catalog, err = o.loadCatalogs(); err != nil {
 		return nil, err
 	}
 	log.Info("catalogues loaded", "tenants_file", o.tenants, "tenants", len(s.catalog.Tenants), "plans", s.plans.Name())
