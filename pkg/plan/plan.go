@@ -165,25 +165,10 @@ func ParseCatalog(name string, data []byte) (*Catalog, error) {
 
 // schemaError names the file, the plan (by id when it has one) and the field.
 func schemaError(name string, raw any, v yamlschema.Violation) error {
-	p := v.Path
-	if len(p) >= 2 && p[0].Key == "plans" && p[1].IsIndex {
-		who := fmt.Sprintf("plans[%d]", p[1].Index)
-		if list, ok := raw.(map[string]any)["plans"].([]any); ok {
-			if pl, ok := list[p[1].Index].(map[string]any); ok {
-				if id, ok := pl["id"].(string); ok && id != "" {
-					who = fmt.Sprintf("plan %q", id)
-				}
-			}
-		}
-		if len(p) == 2 {
-			return fmt.Errorf("%s: %s: %s", name, who, v.Message)
-		}
-		return fmt.Errorf("%s: %s: %s: %s", name, who, v.Field(2), v.Message)
-	}
-	if len(p) == 0 {
-		return fmt.Errorf("%s: %s", name, v.Message)
-	}
-	return fmt.Errorf("%s: %s: %s", name, v.Field(0), v.Message)
+	return yamlschema.EntryError(name, raw, v, "plans", "plan", func(e map[string]any) (string, bool) {
+		id, ok := e["id"].(string)
+		return id, ok && id != ""
+	})
 }
 
 // CheckTenants checks a tenant catalogue against c: every purchase names a plan of c, and a

@@ -284,25 +284,10 @@ func (c *Catalog) uniqueKeyIDs() error {
 
 // schemaError names the file, the tenant (by id when it has a usable one) and the field.
 func schemaError(name string, raw any, v yamlschema.Violation) error {
-	p := v.Path
-	if len(p) >= 2 && p[0].Key == "tenants" && p[1].IsIndex {
-		who := fmt.Sprintf("tenants[%d]", p[1].Index)
-		if list, ok := raw.(map[string]any)["tenants"].([]any); ok {
-			if t, ok := list[p[1].Index].(map[string]any); ok {
-				if id := fmt.Sprint(t["id"]); t["id"] != nil && event.ValidID(id) { // YAML may read an id as a number
-					who = fmt.Sprintf("tenant %q", id)
-				}
-			}
-		}
-		if len(p) == 2 {
-			return fmt.Errorf("%s: %s: %s", name, who, v.Message)
-		}
-		return fmt.Errorf("%s: %s: %s: %s", name, who, v.Field(2), v.Message)
-	}
-	if len(p) == 0 {
-		return fmt.Errorf("%s: %s", name, v.Message)
-	}
-	return fmt.Errorf("%s: %s: %s", name, v.Field(0), v.Message)
+	return yamlschema.EntryError(name, raw, v, "tenants", "tenant", func(e map[string]any) (string, bool) {
+		id := fmt.Sprint(e["id"]) // YAML may read an id as a number
+		return id, e["id"] != nil && event.ValidID(id)
+	})
 }
 
 func (t *Tenant) validate(plans []string) error {

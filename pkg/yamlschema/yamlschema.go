@@ -86,6 +86,32 @@ func (v Violation) String() string {
 	return v.Field(0) + ": " + v.Message
 }
 
+// EntryError makes v an error that names the file, the entry of the top-level list it falls in
+// (kind plus its id, when idOf finds one in the entry, else list[i]) and the field within it:
+// `tenants.yaml: tenant "acme": contract.unit_price_usd: …`. Outside the list it names the
+// field from the root.
+func EntryError(name string, doc any, v Violation, list, kind string, idOf func(entry map[string]any) (string, bool)) error {
+	p := v.Path
+	if len(p) >= 2 && p[0].Key == list && p[1].IsIndex {
+		who := fmt.Sprintf("%s[%d]", list, p[1].Index)
+		if entries, ok := doc.(map[string]any)[list].([]any); ok {
+			if e, ok := entries[p[1].Index].(map[string]any); ok {
+				if id, ok := idOf(e); ok {
+					who = fmt.Sprintf("%s %q", kind, id)
+				}
+			}
+		}
+		if len(p) == 2 {
+			return fmt.Errorf("%s: %s: %s", name, who, v.Message)
+		}
+		return fmt.Errorf("%s: %s: %s: %s", name, who, v.Field(2), v.Message)
+	}
+	if len(p) == 0 {
+		return fmt.Errorf("%s: %s", name, v.Message)
+	}
+	return fmt.Errorf("%s: %s: %s", name, v.Field(0), v.Message)
+}
+
 // FormatPath formats a path as it reads in YAML: contract.unit_price_usd, apps[2].
 func FormatPath(path []Step) string {
 	var b strings.Builder
