@@ -272,16 +272,26 @@ func (s *Store) QueryCount(ctx context.Context, query string) (uint64, error) {
 
 // InvoicedMonths returns the tenant-months not before fromMonth (YYYY-MM) that have an invoice.
 func (s *Store) InvoicedMonths(ctx context.Context, fromMonth string) (map[TenantMonth]bool, error) {
-	rows, err := s.conn.Query(ctx, `SELECT DISTINCT tenant_id, month FROM invoices WHERE month >= ?`, fromMonth)
+	return s.distinctMonths(ctx, "invoices", fromMonth)
+}
+
+// CountedMonths returns the tenant-months not before fromMonth (YYYY-MM) that have devices, as
+// the counters' partition rollups list them: a small table, where mau_devices would be scanned.
+func (s *Store) CountedMonths(ctx context.Context, fromMonth string) (map[TenantMonth]bool, error) {
+	return s.distinctMonths(ctx, "mau_partition_rollups", fromMonth)
+}
+
+func (s *Store) distinctMonths(ctx context.Context, table, fromMonth string) (map[TenantMonth]bool, error) {
+	rows, err := s.conn.Query(ctx, `SELECT DISTINCT tenant_id, month FROM `+table+` WHERE month >= ?`, fromMonth)
 	if err != nil {
-		return nil, fmt.Errorf("invoiced months: %w", err)
+		return nil, fmt.Errorf("tenant-months of %s: %w", table, err)
 	}
 	defer rows.Close()
 	out := map[TenantMonth]bool{}
 	for rows.Next() {
 		var tm TenantMonth
 		if err := rows.Scan(&tm.TenantID, &tm.Month); err != nil {
-			return nil, fmt.Errorf("invoiced months: scan: %w", err)
+			return nil, fmt.Errorf("tenant-months of %s: scan: %w", table, err)
 		}
 		out[tm] = true
 	}

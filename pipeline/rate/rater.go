@@ -255,7 +255,7 @@ func (r *Rater) RateStored(ctx context.Context, tenantID, month string) ([]*chst
 func (r *Rater) Overdue(ctx context.Context) ([]chstore.TenantMonth, error) {
 	now := r.now()
 	from := calendar.MonthOf(now, time.UTC).Prev().Prev().Prev()
-	months, err := r.store.MonthsWithDevices(ctx, from.String())
+	months, err := r.store.CountedMonths(ctx, from.String())
 	if err != nil {
 		return nil, err
 	}
