@@ -557,6 +557,19 @@ func TestTwoCounters(t *testing.T) {
 	secondAddr := freeAddr(t)
 	second := startProc(t, "count-2", p.env, "count", "--http-addr", secondAddr)
 	waitHTTP(t, second, "http://"+secondAddr+"/healthz", 30*time.Second)
+	// Healthy is not yet assigned: the group rebalances after the second member joins. Wait for
+	// the split before sending, so that both really count.
+	shared := func() bool {
+		for _, url := range []string{p.countURL, "http://" + secondAddr} {
+			if n := assignedPartitions(t, url); n == 0 || n == 8 {
+				return false
+			}
+		}
+		return true
+	}
+	for deadline := time.Now().Add(time.Minute); !shared() && time.Now().Before(deadline); {
+		time.Sleep(200 * time.Millisecond)
+	}
 	send(t, p, tr, nil)
 	p.waitCounted(t, 3*time.Minute)
 	for _, url := range []string{p.countURL, "http://" + secondAddr} {

@@ -265,7 +265,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	for _, r := range open {
 		t, _ := s.catalog.Tenant(r.TenantID)
 		month, _ := calendar.ParseMonth(r.Month)
-		facts, err := s.store.Facts(ctx, chstore.TenantMonth{TenantID: r.TenantID, Month: r.Month})
+		facts, err := s.store.Facts(ctx, chstore.TenantMonth{TenantID: r.TenantID, Month: r.Month}, nil)
 		if err != nil {
 			return err
 		}

@@ -6,7 +6,10 @@ package chstore
 
 import (
 	"context"
+	"crypto/sha256"
 	"database/sql"
+	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -80,7 +83,9 @@ func options(cfg Config, db string) *clickhouse.Options {
 		Auth:        clickhouse.Auth{Database: db, Username: cfg.Username, Password: cfg.Password},
 		DialTimeout: cfg.DialTimeout,
 		Compression: &clickhouse.Compression{Method: clickhouse.CompressionLZ4},
-		Settings:    clickhouse.Settings{"max_execution_time": 600},
+		// async_insert off, whatever the server's profile says: an insert must be stored when it
+		// returns, because the counter commits Kafka offsets right after it.
+		Settings: clickhouse.Settings{"max_execution_time": 600, "async_insert": 0},
 	}
 }
 
@@ -149,11 +154,15 @@ type DeviceRow struct {
 }
 
 // InsertDevices writes rows to mau_devices in one batch. The batch is one insert block, so it
-// lands whole or not at all; writing the same rows again changes no count.
+// lands whole or not at all; writing the same rows again changes no count. The block carries a
+// deduplication token made of its content, so a retried flush of the same rows is dropped by
+// ClickHouse (migration 005 keeps a window) instead of adding copies; rows that differ in any
+// way get another token, so deduplication can never drop a device.
 func (s *Store) InsertDevices(ctx context.Context, rows []DeviceRow) error {
 	if len(rows) == 0 {
 		return nil
 	}
+	ctx = clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{"insert_deduplication_token": devicesToken(rows)}))
 	b, err := s.conn.PrepareBatch(ctx, `INSERT INTO mau_devices (tenant_id, month, app_id, device_key, guid,
 		first_seen_at, first_event, mini_program_id, kafka_partition, kafka_offset)`)
 	if err != nil {
@@ -171,6 +180,27 @@ func (s *Store) InsertDevices(ctx context.Context, rows []DeviceRow) error {
 		return fmt.Errorf("insert devices: send: %w", err)
 	}
 	return nil
+}
+
+// devicesToken is the deduplication token of a block of device rows: SHA-256 over every column
+// the block writes, in order.
+func devicesToken(rows []DeviceRow) string {
+	h := sha256.New()
+	var num [8]byte
+	for i := range rows {
+		r := &rows[i]
+		for _, s := range []string{r.TenantID, r.Month, r.AppID, r.GUID, r.MiniProgramID} {
+			binary.BigEndian.PutUint64(num[:], uint64(len(s)))
+			h.Write(num[:])
+			h.Write([]byte(s))
+		}
+		h.Write(r.Key[:])
+		for _, n := range []uint64{uint64(r.FirstSeenAt.UnixNano()), uint64(r.FirstEvent), uint64(r.Partition), uint64(r.Offset)} {
+			binary.BigEndian.PutUint64(num[:], n)
+			h.Write(num[:])
+		}
+	}
+	return "devices/" + hex.EncodeToString(h.Sum(nil))
 }
 
 // PartitionDevices calls fn for every device recorded from partition p in the months that are

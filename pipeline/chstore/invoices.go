@@ -40,7 +40,7 @@ type Invoice struct {
 	HLLEstimate           uint64            `json:"hll_estimate"`
 	HLLRelativeError      float64           `json:"hll_relative_error"`
 	HLLAgrees             bool              `json:"hll_agrees"`
-	DevicesThrough        time.Time         `json:"devices_through"`
+	Watermark             Watermark         `json:"watermark"` // the rollup version's: MAU counts the devices with a row below it
 	MAUSQL                string            `json:"mau_sql"`
 	RatedAt               time.Time         `json:"rated_at"`
 	DueBy                 time.Time         `json:"due_by"`
@@ -49,15 +49,17 @@ type Invoice struct {
 const invoiceColumns = `invoice_id, tenant_id, month, rollup_version, rollup_kind, plan, plan_purchased,
 	plan_valid_until, contract, mau, testing_mau, total_mau, mau_by_app, billable_apps, included_mau, overage_mau,
 	unit_price_usd, amount_usd, flags, entitlements, previous_invoice_id, previous_rollup_version,
-	previous_amount_usd, adjustment_usd, hll_estimate, hll_relative_error, hll_agrees, devices_through, mau_sql,
+	previous_amount_usd, adjustment_usd, hll_estimate, hll_relative_error, hll_agrees, watermark, mau_sql,
 	rated_at, due_by`
 
-func (inv *Invoice) fields() []any {
+// fields are pointers to the columns' values in invoiceColumns order; wm stands in for the
+// watermark, which clickhouse-go reads and writes as map[uint32]int64.
+func (inv *Invoice) fields(wm *map[uint32]int64) []any {
 	return []any{&inv.InvoiceID, &inv.TenantID, &inv.Month, &inv.RollupVersion, &inv.RollupKind, &inv.Plan,
 		&inv.PlanPurchased, &inv.PlanValidUntil, &inv.Contract, &inv.MAU, &inv.TestingMAU, &inv.TotalMAU,
 		&inv.MAUByApp, &inv.BillableApps, &inv.IncludedMAU, &inv.OverageMAU, &inv.UnitPriceUSD, &inv.AmountUSD,
 		&inv.Flags, &inv.Entitlements, &inv.PreviousInvoiceID, &inv.PreviousRollupVersion, &inv.PreviousAmountUSD,
-		&inv.AdjustmentUSD, &inv.HLLEstimate, &inv.HLLRelativeError, &inv.HLLAgrees, &inv.DevicesThrough,
+		&inv.AdjustmentUSD, &inv.HLLEstimate, &inv.HLLRelativeError, &inv.HLLAgrees, wm,
 		&inv.MAUSQL, &inv.RatedAt, &inv.DueBy}
 }
 
@@ -77,9 +79,10 @@ func (s *Store) InsertInvoice(ctx context.Context, inv *Invoice) error {
 	if row.Flags == nil {
 		row.Flags = []string{}
 	}
-	row.DevicesThrough, row.RatedAt, row.DueBy = row.DevicesThrough.UTC(), row.RatedAt.UTC(), row.DueBy.UTC()
+	row.RatedAt, row.DueBy = row.RatedAt.UTC(), row.DueBy.UTC()
+	wm := row.Watermark.column()
 	values := make([]any, 0, 32)
-	for _, f := range row.fields() {
+	for _, f := range row.fields(&wm) {
 		values = append(values, reflect.ValueOf(f).Elem().Interface())
 	}
 	if err := b.Append(values...); err != nil {
@@ -120,9 +123,11 @@ func (s *Store) Invoices(ctx context.Context, f InvoiceFilter) ([]*Invoice, erro
 	var out []*Invoice
 	for rows.Next() {
 		inv := &Invoice{}
-		if err := rows.Scan(inv.fields()...); err != nil {
+		var wm map[uint32]int64
+		if err := rows.Scan(inv.fields(&wm)...); err != nil {
 			return nil, fmt.Errorf("load invoices: scan: %w", err)
 		}
+		inv.Watermark = watermarkOf(wm)
 		out = append(out, inv)
 	}
 	return out, rows.Err()
@@ -132,7 +137,7 @@ func (s *Store) Invoices(ctx context.Context, f InvoiceFilter) ([]*Invoice, erro
 // ordered by tenant, month and version, without sketches.
 func (s *Store) Rollups(ctx context.Context, tenantID, month string) ([]*Rollup, error) {
 	rows, err := s.conn.Query(ctx, `SELECT tenant_id, month, version, kind, mau, mau_memory, hll_estimate,
-		hll_relative_error, mau_by_app, mini_programs, dau, devices_through, watermark, closed_at
+		hll_relative_error, mau_by_app, mini_programs, dau, watermark, writer, closed_at
 		FROM mau_rollups FINAL WHERE (? = '' OR tenant_id = ?) AND (? = '' OR month = ?)
 		ORDER BY tenant_id, month, version`, tenantID, tenantID, month, month)
 	if err != nil {
@@ -144,13 +149,10 @@ func (s *Store) Rollups(ctx context.Context, tenantID, month string) ([]*Rollup,
 		r := &Rollup{}
 		var wm map[uint32]int64
 		if err := rows.Scan(&r.TenantID, &r.Month, &r.Version, &r.Kind, &r.MAU, &r.MAUMemory, &r.HLLEstimate,
-			&r.HLLRelativeError, &r.MAUByApp, &r.MiniPrograms, &r.DAU, &r.DevicesThrough, &wm, &r.ClosedAt); err != nil {
+			&r.HLLRelativeError, &r.MAUByApp, &r.MiniPrograms, &r.DAU, &wm, &r.Writer, &r.ClosedAt); err != nil {
 			return nil, fmt.Errorf("load rollups: scan: %w", err)
 		}
-		r.Watermark = make(map[int32]int64, len(wm))
-		for p, o := range wm {
-			r.Watermark[int32(p)] = o
-		}
+		r.Watermark = watermarkOf(wm)
 		out = append(out, r)
 	}
 	return out, rows.Err()
@@ -167,14 +169,14 @@ func (s *Store) CountBilled(ctx context.Context, inv *Invoice) (uint64, error) {
 }
 
 // billedQuery selects from the billed devices of an invoice: its tenant-month, its billable apps,
-// and the rows its rollup version covered.
+// and the devices its rollup version's watermark covers.
 func billedQuery(what string, inv *Invoice) (string, []any) {
-	// The bound is a string: a bound time.Time parameter would lose the milliseconds.
-	return `SELECT ` + what + ` FROM mau_devices WHERE tenant_id = ? AND month = ? AND has(?, app_id)
-		AND inserted_at <= toDateTime64(?, 3, 'UTC')`, []any{inv.TenantID, inv.Month, nonNilSlice(inv.BillableApps), chTime(inv.DevicesThrough)}
+	return `SELECT ` + what + ` FROM mau_devices WHERE tenant_id = ? AND month = ? AND has(?, app_id) AND ` + coveredBy(inv.Watermark),
+		[]any{inv.TenantID, inv.Month, nonNilSlice(inv.BillableApps)}
 }
 
-// MAUSQL is the literal SQL that reproduces an invoice's MAU, for its evidence.
+// MAUSQL is the literal SQL that reproduces an invoice's MAU, for its evidence: the billable
+// apps' devices with a row below the watermark of the invoice's rollup version.
 func MAUSQL(database string, inv *Invoice) string {
 	apps := "["
 	for i, a := range inv.BillableApps {
@@ -185,13 +187,9 @@ func MAUSQL(database string, inv *Invoice) string {
 	}
 	apps += "]"
 	return fmt.Sprintf("SELECT uniqExact(device_key) AS mau FROM %s.mau_devices WHERE tenant_id = %s AND month = %s"+
-		" AND has(%s, app_id) AND inserted_at <= toDateTime64(%s, 3, 'UTC')",
-		database, sqlString(inv.TenantID), sqlString(inv.Month), apps,
-		sqlString(chTime(inv.DevicesThrough)))
+		" AND has(%s, app_id) AND %s",
+		database, sqlString(inv.TenantID), sqlString(inv.Month), apps, coveredBy(inv.Watermark))
 }
-
-// chTime formats t for toDateTime64(…, 3, 'UTC').
-func chTime(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05.000") }
 
 // sqlString quotes s as a ClickHouse string literal. Ids are [A-Za-z0-9._-] already; the
 // escaping is for the reader's safety, not the ids'.

@@ -2,8 +2,14 @@ package chstore
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"maps"
+	"slices"
+	"strings"
 	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
 
 	"github.com/maumeter/maumeter/pkg/event"
 )
@@ -80,6 +86,77 @@ func (s *Store) LatestPartitionRollups(ctx context.Context, partition int32, tm 
 	return out, rows.Err()
 }
 
+// Watermark is, per partition of mau.events.v1, an offset: a rollup version covers every
+// device with a mau_devices row below its partition's offset (a partition absent counts as 0).
+// The closer takes it from Kafka's end offsets when a close begins and waits until the counters
+// have committed past it; a counter stores a partition's rows before it commits their offsets,
+// so every device first seen below the watermark is then in mau_devices, whatever the server
+// clocks say. Versions of a month never lower a partition's offset (MaxWith).
+type Watermark map[int32]int64
+
+// MaxWith returns the partition-wise maximum of w and o, a new map.
+func (w Watermark) MaxWith(o Watermark) Watermark {
+	out := make(Watermark, max(len(w), len(o)))
+	for p, off := range w {
+		out[p] = off
+	}
+	for p, off := range o {
+		out[p] = max(out[p], off)
+	}
+	return out
+}
+
+// Below reports whether every offset of frontier (one past the newest row per partition) is
+// within w: no row lies at or beyond w, so nothing is new since the version w belongs to.
+func (w Watermark) Below(frontier Watermark) bool {
+	for p, next := range frontier {
+		if next > w[p] {
+			return false
+		}
+	}
+	return true
+}
+
+// SQL renders w as a ClickHouse map literal, partitions in order: the condition
+// kafka_offset < <SQL>[kafka_partition] selects the rows w covers (a missing partition reads 0
+// and selects nothing).
+func (w Watermark) SQL() string {
+	parts := slices.Sorted(maps.Keys(w))
+	if len(parts) == 0 {
+		return "map(0, 0)"
+	}
+	var b strings.Builder
+	b.WriteString("map(")
+	for i, p := range parts {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "%d, %d", p, max(w[p], 0))
+	}
+	b.WriteString(")")
+	return b.String()
+}
+
+// column is w as clickhouse-go reads and writes Map(UInt32, Int64).
+func (w Watermark) column() map[uint32]int64 {
+	out := make(map[uint32]int64, len(w))
+	for p, o := range w {
+		out[uint32(p)] = o
+	}
+	return out
+}
+
+func watermarkOf(col map[uint32]int64) Watermark {
+	out := make(Watermark, len(col))
+	for p, o := range col {
+		out[int32(p)] = o
+	}
+	return out
+}
+
+// coveredBy is the condition on mau_devices rows that a watermark covers.
+func coveredBy(w Watermark) string { return "kafka_offset < " + w.SQL() + "[kafka_partition]" }
+
 // Rollup is one version of a tenant-month's monthly rollup.
 type Rollup struct {
 	TenantID         string            `json:"tenant_id"`
@@ -94,33 +171,92 @@ type Rollup struct {
 	MiniPrograms     uint32            `json:"mini_programs"` // distinct mini programs seen (exact up to sketch.MaxMiniPrograms)
 	DAU              map[string]uint64 `json:"dau"`
 	Sketches         []byte            `json:"-"`
-	DevicesThrough   time.Time         `json:"devices_through"`
-	Watermark        map[int32]int64   `json:"watermark"`
-	ClosedAt         time.Time         `json:"closed_at"`
+	// Watermark says which devices the version covers: those with a mau_devices row below it.
+	Watermark Watermark `json:"watermark"`
+	// Writer identifies the close that wrote the version; of two closes that raced for one
+	// version, the stored row names the winner (WriteRollup).
+	Writer   string    `json:"writer"`
+	ClosedAt time.Time `json:"closed_at"`
 }
 
-// InsertRollup writes one rollup version. Writing the same version again replaces it.
-func (s *Store) InsertRollup(ctx context.Context, r *Rollup) error {
-	wm := make(map[uint32]int64, len(r.Watermark))
-	for p, o := range r.Watermark {
-		wm[uint32(p)] = o
+// ErrVersionTaken is returned by WriteRollup when another writer holds the rollup version.
+var ErrVersionTaken = errors.New("rollup version written by another close")
+
+// WriteRollup stores rollup version r.Version of its tenant-month unless another writer holds
+// it, in which case it returns ErrVersionTaken and stores nothing: two closes (the automatic
+// closer, `maumeter close`, an import, a zombie owner of partition 0) can never leave two
+// contents under one version. r.Writer must be unique to this write.
+//
+// The insert carries insert_deduplication_token rollup/<tenant>/<month>/<version>, and
+// mau_rollups keeps a deduplication window (migration 005): ClickHouse drops a second block with
+// the same token, so of two concurrent inserts exactly one lands; reading the row back says
+// which. The version is checked to be free first, so the window only has to cover the moment
+// between that check and the insert. Retrying after an unknown outcome is safe: the retry is
+// dropped or lands, and the read-back tells.
+func (s *Store) WriteRollup(ctx context.Context, r *Rollup) error {
+	if r.Writer == "" {
+		return fmt.Errorf("write rollup %s %s v%d: writer id is required", r.TenantID, r.Month, r.Version)
 	}
-	// A batch, not Exec with bound parameters: binding would cut the DateTime64 milliseconds
-	// that devices_through is compared with.
-	b, err := s.conn.PrepareBatch(ctx, `INSERT INTO mau_rollups (tenant_id, month, version, kind, mau, mau_memory,
-		hll_estimate, hll_relative_error, mau_by_app, mini_programs, dau, sketches, devices_through, watermark, closed_at)`)
+	tm := TenantMonth{r.TenantID, r.Month}
+	switch w, err := s.rollupWriter(ctx, tm, r.Version); {
+	case err != nil:
+		return err
+	case w == r.Writer:
+		return nil
+	case w != "" || s.rollupExists(ctx, tm, r.Version):
+		return fmt.Errorf("write rollup %s %s v%d: %w", r.TenantID, r.Month, r.Version, ErrVersionTaken)
+	}
+	token := fmt.Sprintf("rollup/%s/%s/%d", r.TenantID, r.Month, r.Version)
+	ictx := clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{"insert_deduplication_token": token}))
+	b, err := s.conn.PrepareBatch(ictx, `INSERT INTO mau_rollups (tenant_id, month, version, kind, mau, mau_memory,
+		hll_estimate, hll_relative_error, mau_by_app, mini_programs, dau, sketches, watermark, writer, closed_at)`)
 	if err != nil {
 		return fmt.Errorf("insert rollup %s %s v%d: %w", r.TenantID, r.Month, r.Version, err)
 	}
 	defer b.Abort()
 	if err := b.Append(r.TenantID, r.Month, r.Version, r.Kind, r.MAU, r.MAUMemory, r.HLLEstimate, r.HLLRelativeError,
-		nonNil(r.MAUByApp), r.MiniPrograms, nonNil(r.DAU), string(r.Sketches), r.DevicesThrough.UTC(), wm, r.ClosedAt.UTC()); err != nil {
+		nonNil(r.MAUByApp), r.MiniPrograms, nonNil(r.DAU), string(r.Sketches), r.Watermark.column(), r.Writer, r.ClosedAt.UTC()); err != nil {
 		return fmt.Errorf("insert rollup %s %s v%d: %w", r.TenantID, r.Month, r.Version, err)
 	}
 	if err := b.Send(); err != nil {
 		return fmt.Errorf("insert rollup %s %s v%d: %w", r.TenantID, r.Month, r.Version, err)
 	}
+	switch w, err := s.rollupWriter(ctx, tm, r.Version); {
+	case err != nil:
+		return err
+	case w != r.Writer:
+		return fmt.Errorf("write rollup %s %s v%d: %w (held by %q)", r.TenantID, r.Month, r.Version, ErrVersionTaken, w)
+	}
 	return nil
+}
+
+// rollupWriter returns the writer of a stored rollup version, "" when there is none (or it was
+// written before writers were recorded). Two stored writers of one version would be a broken
+// fence: an error, never a silent choice.
+func (s *Store) rollupWriter(ctx context.Context, tm TenantMonth, version uint32) (string, error) {
+	var writers []string
+	if err := s.conn.QueryRow(ctx, `SELECT groupUniqArray(writer) FROM mau_rollups WHERE tenant_id = ? AND month = ? AND version = ?`,
+		tm.TenantID, tm.Month, version).Scan(&writers); err != nil {
+		return "", fmt.Errorf("read rollup writer %s %s v%d: %w", tm.TenantID, tm.Month, version, err)
+	}
+	switch len(writers) {
+	case 0:
+		return "", nil
+	case 1:
+		return writers[0], nil
+	}
+	return "", fmt.Errorf("rollup %s %s v%d has %d writers %v: the version fence was broken", tm.TenantID, tm.Month, version, len(writers), writers)
+}
+
+// rollupExists reports whether a version is stored (legacy rows have no writer); on error it
+// reports true, which makes the caller back off rather than write.
+func (s *Store) rollupExists(ctx context.Context, tm TenantMonth, version uint32) bool {
+	var n uint64
+	if err := s.conn.QueryRow(ctx, `SELECT count() FROM mau_rollups WHERE tenant_id = ? AND month = ? AND version = ?`,
+		tm.TenantID, tm.Month, version).Scan(&n); err != nil {
+		return true
+	}
+	return n > 0
 }
 
 func nonNil(m map[string]uint64) map[string]uint64 {
@@ -154,18 +290,23 @@ func (s *Store) RollupSketches(ctx context.Context, tm TenantMonth, version uint
 	return []byte(sk), nil
 }
 
-// MonthFacts are what ClickHouse knows of a tenant-month's devices.
+// MonthFacts are what ClickHouse knows of a tenant-month's devices under a watermark.
 type MonthFacts struct {
-	MAU            uint64
-	ByApp          map[string]uint64
-	DevicesThrough time.Time // max(inserted_at)
+	MAU   uint64
+	ByApp map[string]uint64
 }
 
-// Facts computes the exact MAU of a tenant-month, per app and in total, from mau_devices.
-func (s *Store) Facts(ctx context.Context, tm TenantMonth) (MonthFacts, error) {
+// Facts computes the exact MAU of a tenant-month, per app and in total, over the devices with a
+// mau_devices row below wm (nil: every device): what a rollup with that watermark bills. A
+// merge of mau_devices keeps each device's lowest-offset row, so it cannot change the answer.
+func (s *Store) Facts(ctx context.Context, tm TenantMonth, wm Watermark) (MonthFacts, error) {
 	f := MonthFacts{ByApp: map[string]uint64{}}
-	rows, err := s.conn.Query(ctx, `SELECT app_id, uniqExact(device_key), max(inserted_at) FROM mau_devices
-		WHERE tenant_id = ? AND month = ? GROUP BY app_id`, tm.TenantID, tm.Month)
+	covered := "1"
+	if wm != nil {
+		covered = coveredBy(wm)
+	}
+	rows, err := s.conn.Query(ctx, `SELECT app_id, uniqExact(device_key) FROM mau_devices
+		WHERE tenant_id = ? AND month = ? AND `+covered+` GROUP BY app_id`, tm.TenantID, tm.Month)
 	if err != nil {
 		return f, fmt.Errorf("month facts %s %s: %w", tm.TenantID, tm.Month, err)
 	}
@@ -173,36 +314,43 @@ func (s *Store) Facts(ctx context.Context, tm TenantMonth) (MonthFacts, error) {
 	for rows.Next() {
 		var app string
 		var n uint64
-		var through time.Time
-		if err := rows.Scan(&app, &n, &through); err != nil {
+		if err := rows.Scan(&app, &n); err != nil {
 			return f, fmt.Errorf("month facts: scan: %w", err)
 		}
 		f.ByApp[app] = n
 		f.MAU += n // device keys include the app, so apps never share a device
-		if through.After(f.DevicesThrough) {
-			f.DevicesThrough = through
-		}
 	}
 	return f, rows.Err()
 }
 
-// MonthsWithDevices lists the tenant-months not before fromMonth (YYYY-MM) present in
-// mau_devices, with their newest insert.
-func (s *Store) MonthsWithDevices(ctx context.Context, fromMonth string) (map[TenantMonth]time.Time, error) {
-	rows, err := s.conn.Query(ctx, `SELECT tenant_id, month, max(inserted_at) FROM mau_devices
-		WHERE month >= ? GROUP BY tenant_id, month`, fromMonth)
+// Frontiers lists the tenant-months not before fromMonth (YYYY-MM) present in mau_devices (one
+// tenant-month when tm is not nil), each with its frontier: per partition, one past the highest
+// kafka_offset of its rows. A month has devices a rollup version does not cover exactly when
+// its frontier is not Below the version's watermark.
+func (s *Store) Frontiers(ctx context.Context, fromMonth string, tm *TenantMonth) (map[TenantMonth]Watermark, error) {
+	q := `SELECT tenant_id, month, kafka_partition, max(kafka_offset) + 1 FROM mau_devices WHERE month >= ?`
+	args := []any{fromMonth}
+	if tm != nil {
+		q += ` AND tenant_id = ? AND month = ?`
+		args = append(args, tm.TenantID, tm.Month)
+	}
+	rows, err := s.conn.Query(ctx, q+` GROUP BY tenant_id, month, kafka_partition`, args...)
 	if err != nil {
-		return nil, fmt.Errorf("months with devices: %w", err)
+		return nil, fmt.Errorf("device frontiers: %w", err)
 	}
 	defer rows.Close()
-	out := map[TenantMonth]time.Time{}
+	out := map[TenantMonth]Watermark{}
 	for rows.Next() {
 		var tm TenantMonth
-		var through time.Time
-		if err := rows.Scan(&tm.TenantID, &tm.Month, &through); err != nil {
-			return nil, fmt.Errorf("months with devices: scan: %w", err)
+		var p uint32
+		var next uint64
+		if err := rows.Scan(&tm.TenantID, &tm.Month, &p, &next); err != nil {
+			return nil, fmt.Errorf("device frontiers: scan: %w", err)
 		}
-		out[tm] = through
+		if out[tm] == nil {
+			out[tm] = Watermark{}
+		}
+		out[tm][int32(p)] = int64(next)
 	}
 	return out, rows.Err()
 }

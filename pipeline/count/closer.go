@@ -2,6 +2,7 @@ package count
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -82,11 +83,12 @@ type Closer struct {
 	log     *slog.Logger
 
 	mu         sync.Mutex
-	watermarks map[tenantMonth]map[int]int64
+	watermarks map[tenantMonth]chstore.Watermark
 
 	rollups       *prometheus.CounterVec
 	disagreements prometheus.Counter
 	mismatches    prometheus.Counter
+	lost          prometheus.Counter
 }
 
 // NewCloser returns a closer. brokers, topic and group are the events topic and the counters'
@@ -97,12 +99,13 @@ func NewCloser(cfg CloseConfig, brokers []string, topic, group string, catalog *
 	}
 	c := &Closer{
 		cfg: cfg, brokers: brokers, topic: topic, group: group, catalog: catalog, store: store, now: now,
-		log: log.With("component", "closer"), watermarks: map[tenantMonth]map[int]int64{},
+		log: log.With("component", "closer"), watermarks: map[tenantMonth]chstore.Watermark{},
 		rollups:       prometheus.NewCounterVec(prometheus.CounterOpts{Name: "maumeter_close_rollups_total", Help: "Monthly rollups written, by kind (close, restatement)."}, []string{"kind"}),
 		disagreements: prometheus.NewCounter(prometheus.CounterOpts{Name: "maumeter_close_hll_disagreements_total", Help: "Rollups whose HLL estimate is off the exact MAU by more than 3 standard errors."}),
 		mismatches:    prometheus.NewCounter(prometheus.CounterOpts{Name: "maumeter_close_memory_mismatches_total", Help: "Closes whose in-memory sum differs from the exact MAU in ClickHouse."}),
+		lost:          prometheus.NewCounter(prometheus.CounterOpts{Name: "maumeter_close_versions_lost_total", Help: "Rollup versions another close wrote first (the loser re-reads and restates if devices are missing)."}),
 	}
-	for _, col := range []prometheus.Collector{c.rollups, c.disagreements, c.mismatches} {
+	for _, col := range []prometheus.Collector{c.rollups, c.disagreements, c.mismatches, c.lost} {
 		if err := reg.Register(col); err != nil {
 			return nil, fmt.Errorf("close metrics: %w", err)
 		}
@@ -164,12 +167,12 @@ func (c *Closer) check(ctx context.Context, pub *bus.JSONPublisher) error {
 	}
 	// Months older than this cannot close automatically any more (see AutoWindow).
 	from := calendar.MonthOf(now.Add(-c.cfg.AutoWindow-c.cfg.Grace), time.UTC).Prev().Prev()
-	months, err := c.store.MonthsWithDevices(ctx, from.String())
+	months, err := c.store.Frontiers(ctx, from.String(), nil)
 	if err != nil {
 		return err
 	}
 	var errs []error
-	for tm, through := range months {
+	for tm, frontier := range months {
 		t, ok := c.catalog.Tenant(tm.TenantID)
 		if !ok {
 			continue
@@ -183,10 +186,14 @@ func (c *Closer) check(ctx context.Context, pub *bus.JSONPublisher) error {
 			continue
 		}
 		prev := latest[tm]
-		if prev != nil && !through.After(prev.DevicesThrough) {
+		if prev != nil && prev.Watermark.Below(frontier) {
 			continue // closed, nothing new
 		}
-		if _, err := c.close(ctx, tm, prev, pub); err != nil && !errors.Is(err, ErrNotCaughtUp) {
+		_, err = c.close(ctx, tm, prev, pub)
+		switch {
+		case errors.Is(err, ErrNotCaughtUp), errors.Is(err, chstore.ErrVersionTaken):
+			// Next check: the counters catch up; a lost race re-reads the winner's version.
+		case err != nil:
 			errs = append(errs, err)
 		}
 	}
@@ -197,7 +204,8 @@ func (c *Closer) check(ctx context.Context, pub *bus.JSONPublisher) error {
 // waiting until the counters have consumed every partition up to the offsets Kafka holds when
 // it starts, or until ctx ends. It returns the rollup written, or nil when the month was closed
 // and nothing changed. The month must have ended in the tenant's zone; the grace period is the
-// caller's decision.
+// caller's decision. When another close wins the version it was writing, it reads the winner's
+// version and restates it if devices are still missing from it.
 func (c *Closer) Close(ctx context.Context, tm tenantMonth) (*chstore.Rollup, error) {
 	t, ok := c.catalog.Tenant(tm.TenantID)
 	if !ok {
@@ -220,7 +228,10 @@ func (c *Closer) Close(ctx context.Context, tm tenantMonth) (*chstore.Rollup, er
 		// Whether a closed month has new devices is known only once the counters caught up:
 		// close waits for that before it looks.
 		r, err := c.close(ctx, tm, latest[tm], pub)
-		if !errors.Is(err, ErrNotCaughtUp) {
+		switch {
+		case errors.Is(err, chstore.ErrVersionTaken):
+			continue // at once: the winner's version is stored
+		case !errors.Is(err, ErrNotCaughtUp):
 			return r, err
 		}
 		select {
@@ -232,31 +243,40 @@ func (c *Closer) Close(ctx context.Context, tm tenantMonth) (*chstore.Rollup, er
 }
 
 // close writes the next rollup version of tm once the counters have caught up with its
-// watermark, and publishes it. For a closed month (prev not nil) without new devices since
-// prev it writes nothing and returns nil.
+// watermark, and publishes it. For a closed month (prev not nil) without devices beyond prev's
+// watermark it writes nothing and returns nil. When another close wrote that version first it
+// returns chstore.ErrVersionTaken and publishes nothing.
 func (c *Closer) close(ctx context.Context, tm tenantMonth, prev *chstore.Rollup, pub *bus.JSONPublisher) (*chstore.Rollup, error) {
 	wm, err := c.watermark(ctx, tm)
 	if err != nil {
 		return nil, err
+	}
+	if prev != nil {
+		// A version never covers less than the one before it, whoever took which watermark.
+		wm = wm.MaxWith(prev.Watermark)
 	}
 	committed, err := bus.CommittedOffsets(ctx, c.brokers, c.group, c.topic)
 	if err != nil {
 		return nil, err
 	}
 	for p, end := range wm {
-		if end > 0 && committed[p] < end {
+		if end > 0 && committed[int(p)] < end {
 			return nil, ErrNotCaughtUp
 		}
 	}
-	facts, err := c.store.Facts(ctx, tm)
+	if prev != nil {
+		frontiers, err := c.store.Frontiers(ctx, tm.Month, &tm)
+		if err != nil {
+			return nil, err
+		}
+		if prev.Watermark.Below(frontiers[tm]) {
+			c.forget(tm)
+			return nil, nil
+		}
+	}
+	facts, err := c.store.Facts(ctx, tm, wm)
 	if err != nil {
 		return nil, err
-	}
-	if prev != nil && !facts.DevicesThrough.After(prev.DevicesThrough) {
-		c.mu.Lock()
-		delete(c.watermarks, tm)
-		c.mu.Unlock()
-		return nil, nil
 	}
 	parts, err := c.store.LatestPartitionRollups(ctx, -1, &tm)
 	if err != nil {
@@ -278,10 +298,7 @@ func (c *Closer) close(ctx context.Context, tm tenantMonth, prev *chstore.Rollup
 	r := &chstore.Rollup{
 		TenantID: tm.TenantID, Month: tm.Month, Version: 1, Kind: "close",
 		MAU: facts.MAU, MAUMemory: memory, MAUByApp: facts.ByApp,
-		DevicesThrough: facts.DevicesThrough, ClosedAt: c.now(), Watermark: map[int32]int64{},
-	}
-	for p, o := range wm {
-		r.Watermark[int32(p)] = o
+		Watermark: wm, Writer: writerID(), ClosedAt: c.now(),
 	}
 	if prev != nil {
 		// A restatement: the in-memory sets of the month are gone, so the in-memory figure is
@@ -307,6 +324,15 @@ func (c *Closer) close(ctx context.Context, tm tenantMonth, prev *chstore.Rollup
 	if r.Sketches, err = merged.MarshalBinary(); err != nil {
 		return nil, fmt.Errorf("marshal sketches %s %s: %w", tm.TenantID, tm.Month, err)
 	}
+	if err := c.store.WriteRollup(ctx, r); err != nil {
+		if errors.Is(err, chstore.ErrVersionTaken) {
+			c.lost.Inc()
+			c.forget(tm)
+			c.log.Info("another close wrote this rollup version first; re-reading it", "tenant", tm.TenantID, "month", tm.Month, "version", r.Version)
+		}
+		return nil, err
+	}
+	c.forget(tm)
 	if bound := 3*r.HLLRelativeError*float64(r.MAU) + 3; math.Abs(float64(r.HLLEstimate)-float64(r.MAU)) > bound {
 		c.disagreements.Inc()
 		c.log.Warn("HLL estimate disagrees with the exact MAU beyond 3 standard errors", "tenant", tm.TenantID, "month", tm.Month,
@@ -316,15 +342,9 @@ func (c *Closer) close(ctx context.Context, tm tenantMonth, prev *chstore.Rollup
 		c.mismatches.Inc()
 		c.log.Warn("in-memory sum differs from the exact MAU", "tenant", tm.TenantID, "month", tm.Month, "mau", r.MAU, "mau_memory", r.MAUMemory)
 	}
-	if err := c.store.InsertRollup(ctx, r); err != nil {
-		return nil, err
-	}
-	c.mu.Lock()
-	delete(c.watermarks, tm)
-	c.mu.Unlock()
 	c.rollups.WithLabelValues(r.Kind).Inc()
 	c.log.Info("rollup written", "tenant", tm.TenantID, "month", tm.Month, "version", r.Version, "kind", r.Kind,
-		"mau", r.MAU, "mau_memory", r.MAUMemory, "hll_estimate", r.HLLEstimate)
+		"mau", r.MAU, "mau_memory", r.MAUMemory, "hll_estimate", r.HLLEstimate, "writer", r.Writer)
 	if err := pub.Publish(ctx, tm.TenantID+"/"+tm.Month, r); err != nil {
 		// Stored, not yet published: the closer republishes the window when it (re)starts.
 		c.log.Warn("publish rollup; it is republished when the closer restarts", "tenant", tm.TenantID, "month", tm.Month, "err", err)
@@ -332,17 +352,31 @@ func (c *Closer) close(ctx context.Context, tm tenantMonth, prev *chstore.Rollup
 	return r, nil
 }
 
+// forget drops the watermark a close of tm waited for: the next close takes a new one.
+func (c *Closer) forget(tm tenantMonth) {
+	c.mu.Lock()
+	delete(c.watermarks, tm)
+	c.mu.Unlock()
+}
+
+// writerID is a random id for one rollup write, unique among the closes that may race.
+func writerID() string { return rand.Text() }
+
 // watermark is the end offsets of the events topic when the close of tm began.
-func (c *Closer) watermark(ctx context.Context, tm tenantMonth) (map[int]int64, error) {
+func (c *Closer) watermark(ctx context.Context, tm tenantMonth) (chstore.Watermark, error) {
 	c.mu.Lock()
 	wm := c.watermarks[tm]
 	c.mu.Unlock()
 	if wm != nil {
 		return wm, nil
 	}
-	wm, err := bus.EndOffsets(ctx, c.brokers, c.topic)
+	end, err := bus.EndOffsets(ctx, c.brokers, c.topic)
 	if err != nil {
 		return nil, err
+	}
+	wm = make(chstore.Watermark, len(end))
+	for p, o := range end {
+		wm[int32(p)] = o
 	}
 	c.mu.Lock()
 	c.watermarks[tm] = wm

@@ -65,8 +65,8 @@ func Build(t *tenant.Tenant, plans *plan.Catalog, r *chstore.Rollup, prev *chsto
 		UnitPriceUSD: bill.UnitPrice.String(), AmountUSD: bill.Amount.Round(2),
 		Flags:       bill.Flags, // sorted by Price
 		HLLEstimate: r.HLLEstimate, HLLRelativeError: r.HLLRelativeError,
-		HLLAgrees:      HLLAgrees(r.MAU, r.HLLEstimate, r.HLLRelativeError),
-		DevicesThrough: r.DevicesThrough, RatedAt: now, DueBy: DueBy(m, t.Location()),
+		HLLAgrees: HLLAgrees(r.MAU, r.HLLEstimate, r.HLLRelativeError),
+		Watermark: r.Watermark, RatedAt: now, DueBy: DueBy(m, t.Location()),
 		PreviousAmountUSD: decimal.Zero, AdjustmentUSD: decimal.Zero,
 	}
 	if inv.TotalMAU != r.MAU {

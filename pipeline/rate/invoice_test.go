@@ -88,10 +88,9 @@ func testTenant(t *testing.T, extra string) *tenant.Tenant {
 
 func TestBuild(t *testing.T) {
 	a := testTenant(t, "")
-	through := time.Date(2026, 11, 3, 1, 2, 3, 456e6, time.UTC)
 	r := &chstore.Rollup{TenantID: "acme", Month: "2026-10", Version: 1, Kind: "close", MAU: 212_400,
 		MAUByApp: map[string]uint64{"acme-app": 212_345, "acme-qa": 55}, HLLEstimate: 213_000, HLLRelativeError: 0.0081,
-		DevicesThrough: through, MiniPrograms: 60}
+		Watermark: chstore.Watermark{1: 900, 0: 1200}, MiniPrograms: 60}
 	now := time.Date(2026, 11, 3, 2, 0, 0, 0, time.UTC)
 	inv, err := Build(a, plans(t), r, nil, "maumeter", now)
 	if err != nil {
@@ -103,7 +102,7 @@ func TestBuild(t *testing.T) {
 		t.Fatalf("invoice = %+v", inv)
 	}
 	wantSQL := "SELECT uniqExact(device_key) AS mau FROM maumeter.mau_devices WHERE tenant_id = 'acme' AND month = '2026-10'" +
-		" AND has(['acme-app'], app_id) AND inserted_at <= toDateTime64('2026-11-03 01:02:03.456', 3, 'UTC')"
+		" AND has(['acme-app'], app_id) AND kafka_offset < map(0, 1200, 1, 900)[kafka_partition]"
 	if inv.MAUSQL != wantSQL {
 		t.Errorf("mau_sql =\n%s\nwant\n%s", inv.MAUSQL, wantSQL)
 	}

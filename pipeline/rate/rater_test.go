@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
 
+	"github.com/maumeter/maumeter/internal/kafkatest"
 	"github.com/maumeter/maumeter/internal/promtest"
 	"github.com/maumeter/maumeter/pipeline/bus"
 	"github.com/maumeter/maumeter/pipeline/chstore"
@@ -33,6 +34,7 @@ type rig struct {
 	brokers []string
 	events  string
 	rollups string
+	group   string // the counters' group the closer waits for
 	id      string
 	store   *chstore.Store
 	catalog *tenant.Catalog
@@ -100,7 +102,8 @@ func newRig(t *testing.T) *rig {
 	if r.catalog, err = tenant.Parse("rig.yaml", []byte(rigCatalog)); err != nil {
 		t.Fatal(err)
 	}
-	r.closer, err = count.NewCloser(count.CloseConfig{RollupsTopic: r.rollups}, r.brokers, r.events, "test-count-"+id,
+	r.group = "test-count-" + id
+	r.closer, err = count.NewCloser(count.CloseConfig{RollupsTopic: r.rollups}, r.brokers, r.events, r.group,
 		r.catalog, r.store, r.now, r.log, prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
@@ -111,13 +114,24 @@ func newRig(t *testing.T) *rig {
 // devices records n first-seen devices of app in acme's October.
 func (r *rig) devices(t *testing.T, tenantID, app string, from, n int) {
 	t.Helper()
+	// As a counter would: the events on partition 0 of the events topic, their devices stored,
+	// the offsets committed past them (a rollup covers devices by offset).
+	ctx := context.Background()
+	base, err := kafkatest.Append(ctx, r.brokers, r.events, 0, n)
+	if err != nil {
+		t.Fatal(err)
+	}
 	rows := make([]chstore.DeviceRow, n)
 	for i := range rows {
 		guid := fmt.Sprintf("g-%s-%d", app, from+i)
 		rows[i] = chstore.DeviceRow{TenantID: tenantID, Month: "2026-10", AppID: app, Key: event.KeyOf(tenantID, app, guid), GUID: guid,
-			FirstSeenAt: time.Date(2026, 10, 5, 8, 0, i, 0, time.UTC), FirstEvent: event.Open, MiniProgramID: "mp-1"}
+			FirstSeenAt: time.Date(2026, 10, 5, 8, 0, i, 0, time.UTC), FirstEvent: event.Open, MiniProgramID: "mp-1",
+			Partition: 0, Offset: base + int64(i)}
 	}
-	if err := r.store.InsertDevices(context.Background(), rows); err != nil {
+	if err := r.store.InsertDevices(ctx, rows); err != nil {
+		t.Fatal(err)
+	}
+	if err := kafkatest.Commit(ctx, r.brokers, r.group, r.events, map[int]int64{0: base + int64(n)}); err != nil {
 		t.Fatal(err)
 	}
 	// What a counter's checkpoint would store beside them: the partition's sketches.
@@ -228,9 +242,9 @@ func TestRaterInvoicesRestatementsAndReruns(t *testing.T) {
 		inv.AmountUSD.StringFixed(2) != "0.23" || inv.InvoiceID != InvoiceID("acme", "2026-10", 1) || inv.PreviousInvoiceID != "" {
 		t.Fatalf("v1 invoice = %+v", inv)
 	}
-	if !inv.HLLAgrees || inv.HLLEstimate != v1.HLLEstimate || !inv.DevicesThrough.Equal(v1.DevicesThrough) {
-		t.Errorf("v1 evidence: hll %d agrees %v devices_through %s, rollup hll %d through %s",
-			inv.HLLEstimate, inv.HLLAgrees, inv.DevicesThrough, v1.HLLEstimate, v1.DevicesThrough)
+	if !inv.HLLAgrees || inv.HLLEstimate != v1.HLLEstimate || inv.Watermark.SQL() != v1.Watermark.SQL() {
+		t.Errorf("v1 evidence: hll %d agrees %v watermark %v, rollup hll %d watermark %v",
+			inv.HLLEstimate, inv.HLLAgrees, inv.Watermark, v1.HLLEstimate, v1.Watermark)
 	}
 	if want := time.Date(2026, 11, 3, 16, 0, 0, 0, time.UTC); !inv.DueBy.Equal(want) || !inv.RatedAt.Equal(want) { // end of Nov 3 in Shanghai
 		t.Errorf("due by %s, rated at %s, want %s", inv.DueBy, inv.RatedAt, want)
@@ -296,9 +310,9 @@ func TestRaterInvoicesRestatementsAndReruns(t *testing.T) {
 	// A rollup stored but never seen on the topic (its message skipped or compacted away):
 	// RateStored finds it, once.
 	v3 := *v1
-	v3.Version, v3.Kind, v3.MAU = 3, "restatement", 33
+	v3.Version, v3.Kind, v3.MAU, v3.Writer = 3, "restatement", 33, "test-v3"
 	v3.MAUByApp = map[string]uint64{"acme-app": 28, "acme-qa": 5}
-	if err := r.store.InsertRollup(ctx, &v3); err != nil {
+	if err := r.store.WriteRollup(ctx, &v3); err != nil {
 		t.Fatal(err)
 	}
 	written, err := rt2.RateStored(ctx, "acme", "2026-10")

@@ -67,14 +67,16 @@ type Adjustment struct {
 
 // Evidence is what reproduces an invoice.
 type Evidence struct {
-	BillableApps     []string  `json:"billable_apps"`
-	HLLEstimate      uint64    `json:"hll_estimate"`
-	HLLRelativeError float64   `json:"hll_relative_error"`
-	HLLAgrees        bool      `json:"hll_agrees"`
-	DevicesThrough   time.Time `json:"devices_through"`
-	MAUSQL           string    `json:"mau_sql"`
-	RatedAt          time.Time `json:"rated_at"`
-	DueBy            time.Time `json:"due_by"`
+	BillableApps     []string `json:"billable_apps"`
+	HLLEstimate      uint64   `json:"hll_estimate"`
+	HLLRelativeError float64  `json:"hll_relative_error"`
+	HLLAgrees        bool     `json:"hll_agrees"`
+	// Watermark: per partition of mau.events.v1, the offset below which the rollup version
+	// counted devices (what MAUSQL filters on).
+	Watermark chstore.Watermark `json:"watermark"`
+	MAUSQL    string            `json:"mau_sql"`
+	RatedAt   time.Time         `json:"rated_at"`
+	DueBy     time.Time         `json:"due_by"`
 }
 
 // Statements groups invoices (ordered by tenant, month and rollup version, every version) into
@@ -114,7 +116,7 @@ func statement(inv *chstore.Invoice, adj []Adjustment) Statement {
 		IncludedMAU: inv.IncludedMAU, OverageMAU: inv.OverageMAU, UnitPriceUSD: inv.UnitPriceUSD,
 		AmountUSD: inv.AmountUSD.StringFixed(2), Flags: flags, Adjustments: adj, Entitlements: ent,
 		Evidence: Evidence{BillableApps: inv.BillableApps, HLLEstimate: inv.HLLEstimate,
-			HLLRelativeError: inv.HLLRelativeError, HLLAgrees: inv.HLLAgrees, DevicesThrough: inv.DevicesThrough.UTC(),
+			HLLRelativeError: inv.HLLRelativeError, HLLAgrees: inv.HLLAgrees, Watermark: inv.Watermark,
 			MAUSQL: inv.MAUSQL, RatedAt: inv.RatedAt.UTC(), DueBy: inv.DueBy.UTC()},
 	}
 }

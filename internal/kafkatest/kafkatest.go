@@ -1,0 +1,77 @@
+// Package kafkatest stands in for a counter in tests that write mau_devices rows themselves:
+// it puts records on a partition of the events topic (so the rows have real offsets, which is
+// what rollup watermarks cover) and commits a consumer group's offsets past them (what the
+// closer waits for). Tests only.
+package kafkatest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+)
+
+// Append writes n placeholder records to one partition of topic and returns the offset of the
+// first. The records are not events: nothing consumes them.
+func Append(ctx context.Context, brokers []string, topic string, partition, n int) (int64, error) {
+	recs := make([]kafka.Record, n)
+	for i := range recs {
+		recs[i] = kafka.Record{Value: kafka.NewBytes([]byte("placeholder"))}
+	}
+	c := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second}
+	resp, err := c.Produce(ctx, &kafka.ProduceRequest{Topic: topic, Partition: partition, RequiredAcks: kafka.RequireAll,
+		Records: kafka.NewRecordReader(recs...)})
+	if err != nil {
+		return 0, fmt.Errorf("append to %s/%d: %w", topic, partition, err)
+	}
+	if resp.Error != nil {
+		return 0, fmt.Errorf("append to %s/%d: %w", topic, partition, resp.Error)
+	}
+	return resp.BaseOffset, nil
+}
+
+// Commit commits offsets (partition → next offset) of topic for group, as a counter that
+// stored everything below them would. It retries while the broker is still electing the
+// group's coordinator (the first commit of a new group).
+func Commit(ctx context.Context, brokers []string, group, topic string, offsets map[int]int64) error {
+	parts := make([]kafka.OffsetCommit, 0, len(offsets))
+	for p, o := range offsets {
+		parts = append(parts, kafka.OffsetCommit{Partition: p, Offset: o})
+	}
+	c := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		err := commit(ctx, c, group, topic, parts)
+		if err == nil || time.Now().After(deadline) || !isRetriable(err) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+func commit(ctx context.Context, c *kafka.Client, group, topic string, parts []kafka.OffsetCommit) error {
+	resp, err := c.OffsetCommit(ctx, &kafka.OffsetCommitRequest{GroupID: group, GenerationID: -1,
+		Topics: map[string][]kafka.OffsetCommit{topic: parts}})
+	if err != nil {
+		return fmt.Errorf("commit %s for %s: %w", topic, group, err)
+	}
+	for _, ps := range resp.Topics {
+		for _, p := range ps {
+			if p.Error != nil {
+				return fmt.Errorf("commit %s/%d for %s: %w", topic, p.Partition, group, p.Error)
+			}
+		}
+	}
+	return nil
+}
+
+func isRetriable(err error) bool {
+	var ke kafka.Error
+	return errors.As(err, &ke) && ke.Temporary()
+}
