@@ -165,11 +165,14 @@ func TestValidity(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		tr, err := c.TermsOn(tn, d.Year(), d.Month(), d.Day())
+		terms, err := c.TermsOn(tn, d.Year(), d.Month(), d.Day())
 		got := "none"
-		if err == nil {
-			got = fmt.Sprintf("in force, until %s through %s", tr.ValidUntil, tr.ValidThrough)
-		} else if !errors.Is(err, ErrNoActivePlan) {
+		switch {
+		case err == nil && len(terms) == 1:
+			got = fmt.Sprintf("in force, until %s through %s", terms[0].ValidUntil, terms[0].ValidThrough)
+		case err == nil:
+			t.Fatalf("one purchase, %d in force", len(terms))
+		case !errors.Is(err, ErrNoActivePlan):
 			t.Fatal(err)
 		}
 		if got != want {
@@ -201,7 +204,9 @@ func TestValidity(t *testing.T) {
 	f(true, LeapDayFeb28, "2023-02-28", "2024-02-29", "none") // a Feb 28 purchase ends on Feb 28
 }
 
-// TestMonthValidity: the purchase in force on the month's last day prices the whole month.
+// TestMonthValidity: a month with a purchase in force on any of its days is priced by one of
+// them, whole (no proration: the overview prices a calendar month's MAU); a month with none is
+// flagged no_active_plan. Days without a purchase are flagged days_without_plan.
 func TestMonthValidity(t *testing.T) {
 	usage := map[string]uint64{"a": 212_345}
 	f := func(c *Catalog, entry, m, want string) {
@@ -219,37 +224,44 @@ func TestMonthValidity(t *testing.T) {
 	// Bought on the last day of March: March is priced on it; its anniversary is March 31, 2026.
 	const mar31 = "id: t, plan: pro, purchased: 2025-03-31, apps: [a]"
 	f(incl, mar31, "2025-02", " ../ 0.00 [no_active_plan]")
-	f(incl, mar31, "2025-03", "pro 2025-03-31..2026-03-31/2026-03-31 185.18 []") // purchase day
+	f(incl, mar31, "2025-03", "pro 2025-03-31..2026-03-31/2026-03-31 185.18 [days_without_plan]") // purchase day, the month's last
 	f(incl, mar31, "2026-02", "pro 2025-03-31..2026-03-31/2026-03-31 185.18 []")
-	f(incl, mar31, "2026-03", "pro 2025-03-31..2026-03-31/2026-03-31 185.18 []") // the anniversary is in
-	f(excl, mar31, "2026-03", " ../ 0.00 [no_active_plan]")                      // or not
+	f(incl, mar31, "2026-03", "pro 2025-03-31..2026-03-31/2026-03-31 185.18 []")                  // the anniversary is in
+	f(excl, mar31, "2026-03", "pro 2025-03-31..2026-03-31/2026-03-30 185.18 [days_without_plan]") // or not: March 1-30
 	f(incl, mar31, "2026-04", " ../ 0.00 [no_active_plan]")
-	// Bought on May 1: April 30, 2026 is the day before its anniversary.
+	// Bought on May 1: in force on May 1, 2026 only (the anniversary), which prices May.
 	const may1 = "id: t, plan: pro, purchased: 2025-05-01, apps: [a]"
 	f(incl, may1, "2025-04", " ../ 0.00 [no_active_plan]")
 	f(incl, may1, "2025-05", "pro 2025-05-01..2026-05-01/2026-05-01 185.18 []")
 	f(excl, may1, "2026-04", "pro 2025-05-01..2026-05-01/2026-04-30 185.18 []")
-	f(incl, may1, "2026-05", " ../ 0.00 [no_active_plan]") // in force on May 1 only, not on May 31
-	// Bought mid-month: the month of purchase is priced on it, the month of the anniversary not.
+	f(incl, may1, "2026-05", "pro 2025-05-01..2026-05-01/2026-05-01 185.18 [days_without_plan]")
+	f(excl, may1, "2026-05", " ../ 0.00 [no_active_plan]")
+	// Bought mid-month: the month of purchase and the month of the anniversary are priced on it.
 	const mid = "id: t, plan: pro, purchased: 2025-03-15, apps: [a]"
-	f(incl, mid, "2025-03", "pro 2025-03-15..2026-03-15/2026-03-15 185.18 []")
-	f(incl, mid, "2026-03", " ../ 0.00 [no_active_plan]")
-	// A February 29 purchase: February 2025 ends on the anniversary (feb28) or the day before it (mar1).
+	f(incl, mid, "2025-03", "pro 2025-03-15..2026-03-15/2026-03-15 185.18 [days_without_plan]")
+	f(incl, mid, "2026-03", "pro 2025-03-15..2026-03-15/2026-03-15 185.18 [days_without_plan]")
+	f(incl, mid, "2026-04", " ../ 0.00 [no_active_plan]")
+	// A February 29 purchase: February 2025 ends on the anniversary (feb28) or the day after its
+	// last day (feb28, anniversary excluded); with mar1 its anniversary prices March 2025.
 	const leap = "id: t, plan: pro, purchased: 2024-02-29, apps: [a]"
+	f(incl, leap, "2024-02", "pro 2024-02-29..2025-02-28/2025-02-28 185.18 [days_without_plan]")
 	f(incl, leap, "2025-02", "pro 2024-02-29..2025-02-28/2025-02-28 185.18 []")
-	f(excl, leap, "2025-02", " ../ 0.00 [no_active_plan]")
+	f(excl, leap, "2025-02", "pro 2024-02-29..2025-02-28/2025-02-27 185.18 [days_without_plan]")
 	f(withValidity(t, false, LeapDayMar1), leap, "2025-02", "pro 2024-02-29..2025-03-01/2025-02-28 185.18 []")
+	f(withValidity(t, true, LeapDayMar1), leap, "2025-03", "pro 2024-02-29..2025-03-01/2025-03-01 185.18 [days_without_plan]")
+	f(withValidity(t, false, LeapDayMar1), leap, "2025-03", " ../ 0.00 [no_active_plan]")
 	f(incl, leap, "2025-03", " ../ 0.00 [no_active_plan]")
-	// A renewal on the anniversary takes over; so does an upgrade within the year: when several
-	// purchases are in force, the latest purchased. Each carries its own contract.
+	// Several purchases, each with its own contract: the lowest amount of the purchases in force
+	// in the month prices it, whichever was bought last. 12,345 MAU above 200,000.
 	const hist = "id: t, plan: pro, purchased: 2025-03-31, apps: [a], contract: {unit_price_usd: '0.02'}, " +
 		"plan_history: [{plan: pro, purchased: 2026-03-31}, {plan: enterprise, purchased: 2025-09-30, contract: {included_mau: 200000}}, {plan: pro, purchased: 2024-03-31}]"
 	f(incl, hist, "2025-02", "pro 2024-03-31..2025-03-31/2025-03-31 185.18 []")
-	f(incl, hist, "2025-03", "pro 2025-03-31..2026-03-31/2026-03-31 246.90 []") // 12,345 × 0.02
-	f(incl, hist, "2025-08", "pro 2025-03-31..2026-03-31/2026-03-31 246.90 []")
-	f(incl, hist, "2025-09", "enterprise 2025-09-30..2026-09-30/2026-09-30 123.45 []") // 12,345 × 0.01 over 200,000
-	f(incl, hist, "2026-02", "enterprise 2025-09-30..2026-09-30/2026-09-30 123.45 []")
-	f(incl, hist, "2026-03", "pro 2026-03-31..2027-03-31/2027-03-31 185.18 []") // enterprise still runs, the renewal is later
+	f(incl, hist, "2025-03", "pro 2024-03-31..2025-03-31/2025-03-31 185.18 [several_purchases_in_force]")        // its last day; the renewal at 0.02 would be 246.90
+	f(incl, hist, "2025-08", "pro 2025-03-31..2026-03-31/2026-03-31 246.90 []")                                  // 12,345 × 0.02
+	f(incl, hist, "2025-09", "enterprise 2025-09-30..2026-09-30/2026-09-30 123.45 [several_purchases_in_force]") // 12,345 × 0.01 over 200,000
+	f(incl, hist, "2026-02", "enterprise 2025-09-30..2026-09-30/2026-09-30 123.45 [several_purchases_in_force]")
+	f(incl, hist, "2026-03", "enterprise 2025-09-30..2026-09-30/2026-09-30 123.45 [several_purchases_in_force]") // three in force; the renewal would be 185.18
+	f(incl, hist, "2026-09", "enterprise 2025-09-30..2026-09-30/2026-09-30 123.45 [several_purchases_in_force]")
 	f(incl, hist, "2026-10", "pro 2026-03-31..2027-03-31/2027-03-31 185.18 []")
 	f(incl, hist, "2027-03", "pro 2026-03-31..2027-03-31/2027-03-31 185.18 []")
 	f(incl, hist, "2027-04", " ../ 0.00 [no_active_plan]")
@@ -368,8 +380,8 @@ func TestUnknownPlan(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.Terms(tc.Tenants[0], month(t, "2026-06")); !errors.Is(err, ErrUnknownPlan) {
-		t.Errorf("Terms: %v, want ErrUnknownPlan", err)
+	if terms, err := c.TermsIn(tc.Tenants[0], month(t, "2026-06")); !errors.Is(err, ErrUnknownPlan) || len(terms) != 1 || terms[0].Plan != nil {
+		t.Errorf("TermsIn: %v, %+v; want ErrUnknownPlan and the purchase without a plan", err, terms)
 	}
 	b := c.Price(tc.Tenants[0], Usage{Month: month(t, "2026-06"), MAUByApp: map[string]uint64{"a": 300_000}})
 	want := "plan=gold mau=300000 testing=0 total=300000 included=0 overage=0 price=0 amount=0.00 contract=false flags=[unknown_plan]"
