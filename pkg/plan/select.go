@@ -182,7 +182,7 @@ func (c *Catalog) terms(pu *tenant.Purchase, from, until, through date) Terms {
 // Candidate is one purchase in force on at least one day of a billed month, and what it alone
 // would charge for the month's usage.
 type Candidate struct {
-	Plan                     string // the plan's id ("" never: a purchase names its plan)
+	Plan                     string // the plan id the purchase names
 	Purchased                string // YYYY-MM-DD
 	ValidUntil, ValidThrough string // YYYY-MM-DD: the anniversary and the last day in force
 	// From and Through are the first and last days of the month it is in force, YYYY-MM-DD.
