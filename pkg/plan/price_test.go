@@ -267,18 +267,23 @@ func TestMonthValidity(t *testing.T) {
 	f(incl, hist, "2027-04", " ../ 0.00 [no_active_plan]")
 }
 
-// TestTimeZones: the last day of a month is a date of the tenant's billing calendar, whatever
-// UTC says at that moment. Auckland (UTC+13 in January) and Los Angeles (UTC−8) price the same
-// month the same way; an instant falls into a month by the tenant's zone (the counter's job),
-// and that month is priced on the purchase in force on its own last day.
+// TestTimeZones: the days of a month and purchase days are dates of the tenant's billing
+// calendar, whatever UTC says at that moment. Auckland (UTC+13 in January), Shanghai (UTC+8),
+// Kiritimati (UTC+14) and Los Angeles (UTC−8) price the same month the same way; an instant
+// falls into a month by the tenant's zone (the counter's job), and that month is priced on the
+// purchases in force on its own days.
 func TestTimeZones(t *testing.T) {
 	c := theDefault(t)
 	usage := map[string]uint64{"a": 212_345}
-	for _, zone := range []string{"Pacific/Auckland", "America/Los_Angeles", "UTC", "Pacific/Kiritimati", "Pacific/Pago_Pago"} {
-		// A switch to enterprise on January 31, the last day: January is enterprise's.
+	for _, zone := range []string{"Pacific/Auckland", "Asia/Shanghai", "America/Los_Angeles", "UTC", "Pacific/Kiritimati", "Pacific/Pago_Pago"} {
+		// A switch to enterprise on January 31, the last day: January is enterprise's (in force
+		// on one of its days, and the lower amount).
 		onLast := tenantOf(t, c, "id: t, plan: pro, purchased: 2024-06-10, time_zone: "+zone+", apps: [a], plan_history: [{plan: enterprise, purchased: 2025-01-31}]")
 		// A switch on February 1: January is still pro's.
 		onFirst := tenantOf(t, c, "id: t, plan: pro, purchased: 2024-06-10, time_zone: "+zone+", apps: [a], plan_history: [{plan: enterprise, purchased: 2025-02-01}]")
+		// Pro through January 31 (bought 2024-01-31), Enterprise from February 1: back to back,
+		// each month priced by one purchase alone, no day without a plan.
+		backToBack := tenantOf(t, c, "id: t, plan: pro, purchased: 2024-01-31, time_zone: "+zone+", apps: [a], plan_history: [{plan: enterprise, purchased: 2025-02-01}]")
 		for _, tc := range []struct {
 			tn         *tenant.Tenant
 			m, want    string
@@ -288,19 +293,26 @@ func TestTimeZones(t *testing.T) {
 			{onLast, "2025-01", "enterprise", "0.00"},
 			{onFirst, "2025-01", "pro", "185.18"},
 			{onFirst, "2025-02", "enterprise", "0.00"},
+			{backToBack, "2025-01", "pro", "185.18"},
+			{backToBack, "2025-02", "enterprise", "0.00"},
 		} {
 			b := c.Price(tc.tn, Usage{Month: month(t, tc.m), MAUByApp: usage})
+			if tc.tn == backToBack && (len(b.Flags) != 0 || len(b.InForce) != 1) {
+				t.Errorf("%s, %s back to back: flags %v, in force %s; want one purchase, no flag", zone, tc.m, b.Flags, inForce(b))
+			}
 			if b.Plan != tc.want || b.Amount.StringFixed(2) != tc.wantAmount {
 				t.Errorf("%s, %s (purchases %v): plan %s amount %s, want %s %s", zone, tc.m, tc.tn.Purchases()[1].Purchased,
 					b.Plan, b.Amount.StringFixed(2), tc.want, tc.wantAmount)
 			}
 		}
 	}
-	// One instant, two calendars: 2025-01-31T20:00Z is February 1, 09:00 in Auckland and
-	// January 31, 12:00 in Los Angeles. With enterprise bought on February 1, the Auckland
-	// device counts in February (enterprise), the Los Angeles one in January (pro).
+	// One instant, several calendars: 2025-01-31T20:00Z is February 1, 09:00 in Auckland, 04:00
+	// in Shanghai, 10:00 in Kiritimati, and January 31, 12:00 in Los Angeles. With enterprise
+	// bought on February 1, the first three count the device in February (enterprise), Los
+	// Angeles in January (pro).
 	instant := time.Date(2025, 1, 31, 20, 0, 0, 0, time.UTC)
-	for zone, want := range map[string]string{"Pacific/Auckland": "2025-02 enterprise", "America/Los_Angeles": "2025-01 pro"} {
+	for zone, want := range map[string]string{"Pacific/Auckland": "2025-02 enterprise", "Asia/Shanghai": "2025-02 enterprise",
+		"Pacific/Kiritimati": "2025-02 enterprise", "America/Los_Angeles": "2025-01 pro"} {
 		tn := tenantOf(t, c, "id: t, plan: pro, purchased: 2024-06-10, time_zone: "+zone+", apps: [a], plan_history: [{plan: enterprise, purchased: 2025-02-01}]")
 		m := calendar.MonthOf(instant, tn.Location())
 		b := c.Price(tn, Usage{Month: m, MAUByApp: usage})
