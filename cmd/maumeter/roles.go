@@ -109,7 +109,7 @@ func (o *options) loadCatalogs() (*plan.Catalog, *tenant.Catalog, error) {
 }
 
 // plansFlags: the plan catalogue. The rater prices with it; the gateway and the counter take
-// the POC caps from it (plan.Catalog.HardCap), so every role reads the same file.
+// the POC caps from it (plan.Catalog.DailyCaps), so every role reads the same file.
 func (o *options) plansFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.plans, "plans", "", "plan catalogue (YAML, schemas/catalog/plans.schema.json); empty: the embedded one, the billing overview's plans")
 }

@@ -119,7 +119,7 @@ type MAUResponse struct {
 // MAUBilling prices the month to date as the rater would: the exact per-app MAU from
 // mau_devices (never the by_app estimates), priced by plan.Catalog.Price.
 type MAUBilling struct {
-	Plan        string `json:"plan"`         // in force on the month's last day; "" with flag no_active_plan
+	Plan        string `json:"plan"`         // the purchase that prices the month (docs/BILLING.md); "" with flag no_active_plan
 	IncludedMAU int64  `json:"included_mau"` // after the contract; the cap of a POC plan
 	BillableMAU int64  `json:"billable_mau"` // exact; on a POC plan every app (the cap counts them all)
 	TestingMAU  int64  `json:"testing_mau"`  // exact

@@ -1,13 +1,13 @@
 // Package caps enforces the hard MAU caps of POC plans (poc_pro 200, poc_enterprise 500 devices
-// per tenant-month, plan.Catalog.HardCap) at the ingest gateway without a database round trip
-// per event.
+// per tenant-month, on every day a POC purchase and no paid one is in force: plan.Catalog.CapAt)
+// at the ingest gateway without a database round trip per event.
 //
 // Two halves, joined by the compacted Kafka topic mau.caps.v1 (key tenant/month, JSON values with
 // header schema=maumeter.caps.v1):
 //
 //   - Publisher runs in the one counter that owns partition 0 of the events topic, beside the
 //     month closer. Every interval it reads from ClickHouse mau_devices the exact device count of
-//     every POC tenant-month of the ingest window and, when a count changed (and every Republish
+//     every tenant-month of the ingest window with a capped day and, when a count changed (and every Republish
 //     interval anyway), publishes that tenant-month's Message: cap, count and the full list of
 //     counted device keys.
 //   - State runs in every gateway. It reads the topic from its first offset on every partition,
@@ -21,7 +21,8 @@
 // capped at all. Devices beyond the cap are counted like any other; pricing (plan.Catalog.Price)
 // flags the month poc_cap_exceeded and charges nothing for them.
 //
-// The package must not decide who is capped or at what: that is plan.Catalog.HardCap.
+// The package must not decide who is capped, on which days or at what: that is pkg/plan
+// (Catalog.DailyCaps, CapAt, MonthCap).
 package caps
 
 import (
@@ -39,10 +40,10 @@ import (
 type Message struct {
 	TenantID string `json:"tenant_id"`
 	Month    string `json:"month"`   // YYYY-MM in the tenant's billing zone
-	Plan     string `json:"plan"`    // the hard-capped plan pricing the month
-	Cap      int64  `json:"cap"`     // plan.Catalog.HardCap when published
+	Plan     string `json:"plan"`    // the hard-capped plan of the month's largest cap
+	Cap      int64  `json:"cap"`     // the largest cap of the month's days (plan.Catalog.MonthCap) when published
 	Devices  int64  `json:"devices"` // exact number of devices counted (uniqExact over mau_devices)
-	Capped   bool   `json:"capped"`  // Devices >= Cap
+	Capped   bool   `json:"capped"`  // Devices >= Cap: no capped day of the month admits a new device
 	// DeviceKeys are the counted device keys in hex, first seen first: all of them unless
 	// Truncated (more than the publisher's MaxKeys, possible only after an import into the month).
 	DeviceKeys []string `json:"device_keys"`

@@ -128,8 +128,12 @@ func TestPublisherToGateway(t *testing.T) {
 	}
 	// A pro tenant's devices and an old month of initech: never published.
 	rows = append(rows, row("acme", "acme-super", "a", "2026-11"), row("initech", "initech-poc", "old", "2026-08"))
+	// grown bought Pro on November 20 beside its POC purchase: November 1-19 are capped, so its
+	// November is published, at the POC's cap; December, Pro's on every day, is not.
+	rows = append(rows, row("grown", "grown-poc", "g1", "2026-11"), row("grown", "grown-super", "g2", "2026-11"), row("grown", "grown-super", "g3", "2026-12"))
 	insert(rows...)
 	waitFor(t, "199 devices published", func() bool { return knownDevices(gw, initech) == 199 })
+	waitFor(t, "grown's November published", func() bool { return knownDevices(gw, tenantMonth{TenantID: "grown", Month: "2026-11"}) == 2 })
 	if got := metric(t, gwReg, "maumeter_caps_state_capped_tenant_months", ""); got != 0 {
 		t.Errorf("gateway: %v capped tenant-months at 199 devices, want 0", got)
 	}
@@ -145,6 +149,9 @@ func TestPublisherToGateway(t *testing.T) {
 	waitFor(t, "the publisher counts 1 capped tenant-month", func() bool {
 		return metric(t, pubReg, "maumeter_caps_capped_tenant_months", "") == 1
 	})
+	if gw.month(tenantMonth{TenantID: "grown", Month: "2026-12"}, false) != nil {
+		t.Error("grown's December, a month without a capped day, was published")
+	}
 	check := func(s *State, guid string, want bool) {
 		t.Helper()
 		if got := s.Capped(evt("initech", "initech-poc", guid), "2026-11"); got != want {

@@ -64,9 +64,9 @@ func (c *PublisherConfig) Validate() error {
 	return nil
 }
 
-// Publisher publishes the cap state of every POC tenant-month of the ingest window. Run it in
-// one process at a time (the counter that owns partition 0); two at once during a rebalance
-// publish the same facts, which consumers merge.
+// Publisher publishes the cap state of every POC tenant-month (a month with a capped day) of
+// the ingest window. Run it in one process at a time (the counter that owns partition 0); two
+// at once during a rebalance publish the same facts, which consumers merge.
 type Publisher struct {
 	cfg     PublisherConfig
 	catalog *tenant.Catalog
@@ -82,7 +82,8 @@ type Publisher struct {
 }
 
 // NewPublisher returns a publisher reading store; the catalogues give each tenant-month's cap
-// (plan.Catalog.HardCap); now is its clock (the ingest window and AsOf).
+// (plan.Catalog.MonthCap, the largest of its days'); now is its clock (the ingest window and
+// AsOf).
 func NewPublisher(cfg PublisherConfig, catalog *tenant.Catalog, plans *plan.Catalog, store *chstore.Store, now func() time.Time, log *slog.Logger, reg prometheus.Registerer) (*Publisher, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -185,12 +186,11 @@ func (p *Publisher) check(ctx context.Context, w *bus.JSONPublisher, last map[te
 		if err != nil || tm.Month < first[tm.TenantID] {
 			continue
 		}
-		t := tenants[tm.TenantID]
-		terms, err := p.plans.Terms(t, month)
-		limit, capped := p.plans.HardCap(t, month)
-		if err != nil || !capped {
-			continue // a month priced by a plan without a cap (or by none)
+		mc := p.plans.MonthCap(tenants[tm.TenantID], month)
+		if !mc.Capped {
+			continue // no day of the month is capped
 		}
+		limit := mc.Limit
 		devices := int64(n)
 		if devices >= limit {
 			full++
@@ -207,7 +207,7 @@ func (p *Publisher) check(ctx context.Context, w *bus.JSONPublisher, last map[te
 		// Devices flushed between the two reads are listed: the list is never older than the count.
 		devices = max(devices, int64(len(keys)))
 		msg := Message{
-			TenantID: tm.TenantID, Month: tm.Month, Plan: terms.Plan.ID, Cap: limit,
+			TenantID: tm.TenantID, Month: tm.Month, Plan: mc.Plan, Cap: limit,
 			Devices: devices, Capped: devices >= limit, DeviceKeys: hexKeys(keys),
 			Truncated: len(keys) == p.cfg.MaxKeys && devices > int64(len(keys)), AsOf: now,
 		}

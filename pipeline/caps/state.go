@@ -94,8 +94,14 @@ type State struct {
 // monthState is one tenant-month. Its sets only grow while the month lives, except that
 // reservations leave when their device is counted or was evidently never counted.
 type monthState struct {
-	limit  int64 // the month's cap (plan.Catalog.HardCap), fixed for the process's catalogues
-	capped bool  // the month has a cap at all
+	// limit is the month's largest cap (plan.Catalog.MonthCap) and capped whether any day of it
+	// has a cap; daily holds the cap of each day (plan.Catalog.DailyCaps) unless every day has
+	// the same, in the tenant's zone loc. Fixed for the process's catalogues.
+	limit  int64
+	capped bool
+	month  calendar.Month
+	daily  []plan.Cap
+	loc    *time.Location
 
 	mu       sync.Mutex
 	counted  map[event.DeviceKey]struct{}
@@ -106,16 +112,46 @@ type monthState struct {
 
 func (s *State) newMonthState(tm tenantMonth) *monthState {
 	m := &monthState{counted: map[event.DeviceKey]struct{}{}, reserved: map[event.DeviceKey]time.Time{}}
-	if t, ok := s.catalog.Tenant(tm.TenantID); ok {
-		if month, err := calendar.ParseMonth(tm.Month); err == nil {
-			m.limit, m.capped = s.plans.HardCap(t, month)
+	t, ok := s.catalog.Tenant(tm.TenantID)
+	if !ok {
+		return m
+	}
+	month, err := calendar.ParseMonth(tm.Month)
+	if err != nil {
+		return m
+	}
+	daily := s.plans.DailyCaps(t, month)
+	mc := s.plans.MonthCap(t, month)
+	m.limit, m.capped, m.month, m.loc = mc.Limit, mc.Capped, month, t.Location()
+	for _, c := range daily {
+		if c.Capped != daily[0].Capped || c.Limit != daily[0].Limit {
+			m.daily = daily
+			break
 		}
 	}
 	return m
 }
 
-// NewState returns an empty state; Run fills it. The catalogues give each tenant-month's cap
-// (plan.Catalog.HardCap); now is the clock of reservations and of forgetting old months.
+// capAt is the cap on the day of instant ts in the tenant's zone (plan.Catalog.CapAt). An
+// instant outside the month (the caller's month disagrees with the timestamp) takes the cap of
+// the month's first or last day.
+func (m *monthState) capAt(ts time.Time) (limit int64, capped bool) {
+	if m.daily == nil {
+		return m.limit, m.capped
+	}
+	y, mo, d := ts.In(m.loc).Date()
+	switch at := (calendar.Month{Year: y, Month: mo}); {
+	case at.Before(m.month):
+		d = 1
+	case m.month.Before(at):
+		d = len(m.daily)
+	}
+	c := m.daily[d-1]
+	return c.Limit, c.Capped
+}
+
+// NewState returns an empty state; Run fills it. The catalogues give the cap of each day of a
+// tenant-month (plan.Catalog.DailyCaps); now is the clock of reservations and of forgetting old months.
 func NewState(cfg StateConfig, catalog *tenant.Catalog, plans *plan.Catalog, now func() time.Time, log *slog.Logger, reg prometheus.Registerer) (*State, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -157,17 +193,22 @@ func NewState(cfg StateConfig, catalog *tenant.Catalog, plans *plan.Catalog, now
 // gateway asks Capped only for such tenants.
 func (s *State) MayCap(t *tenant.Tenant) bool { return s.mayCap[t.ID] }
 
-// Capped reports whether an event must be refused with poc_cap_reached: its tenant-month
-// (month, in the tenant's zone) has a cap (plan.Catalog.HardCap), holds as many devices as the
-// cap, counted or reserved here, and its device is none of them. A new device that still fits
-// is reserved, so this gateway admits at most the cap however fast devices arrive. Months
-// without a cap are never capped.
+// Capped reports whether an event must be refused with poc_cap_reached: the day of its
+// timestamp in the tenant's zone has a cap (plan.Catalog.CapAt: a POC purchase and no paid one
+// in force), its tenant-month (month, in the tenant's zone) holds as many devices as that cap,
+// counted or reserved here, and its device is none of them. A new device that still fits is
+// reserved, so this gateway admits at most the cap however fast devices arrive. Days without a
+// cap are never capped, and reserve nothing.
 func (s *State) Capped(e *event.Event, month string) bool {
 	if !s.mayCap[e.TenantID] {
 		return false
 	}
 	m := s.month(tenantMonth{TenantID: e.TenantID, Month: month}, true)
 	if !m.capped {
+		return false
+	}
+	limit, capped := m.capAt(e.TS)
+	if !capped {
 		return false
 	}
 	k := e.Key()
@@ -179,7 +220,7 @@ func (s *State) Capped(e *event.Event, month string) bool {
 	if _, ok := m.reserved[k]; ok {
 		return false
 	}
-	if m.devices+int64(len(m.reserved)) >= m.limit {
+	if m.devices+int64(len(m.reserved)) >= limit {
 		return true
 	}
 	m.reserved[k] = s.now()

@@ -137,9 +137,9 @@ func TestCappedTable(t *testing.T) {
 			"initech", "initech-poc", "new", "2026-11", false},
 		{"pay-as-you-go tenant: never capped", []Message{{TenantID: "acme", Month: "2026-11", Cap: 1, Devices: 5, Capped: true}},
 			"acme", "acme-super", "new", "2026-11", false},
-		{"upgraded from POC: a month its POC plan prices is capped", []Message{{TenantID: "grown", Month: "2026-10", Cap: 200, Devices: 200, Capped: true, DeviceKeys: devices("grown", "grown-poc", full...)}},
+		{"upgraded from POC: a month of POC days only is capped", []Message{{TenantID: "grown", Month: "2026-10", Cap: 200, Devices: 200, Capped: true, DeviceKeys: devices("grown", "grown-poc", full...)}},
 			"grown", "grown-poc", "new", "2026-10", true},
-		{"upgraded from POC: a month Pro prices is not", []Message{{TenantID: "grown", Month: "2026-11", Cap: 200, Devices: 250, Capped: true, DeviceKeys: devices("grown", "grown-poc", full...)}},
+		{"upgraded from POC: a day Pro is in force is not (November 20)", []Message{{TenantID: "grown", Month: "2026-11", Cap: 200, Devices: 250, Capped: true, DeviceKeys: devices("grown", "grown-poc", full...)}},
 			"grown", "grown-super", "new", "2026-11", false},
 		{"unknown tenant: never capped", nil, "nobody", "x", "new", "2026-11", false},
 		{"stale message after a newer one changes nothing", []Message{
@@ -157,6 +157,62 @@ func TestCappedTable(t *testing.T) {
 				t.Errorf("Capped(%s/%s/%s, %s) = %v, want %v", c.tenant, c.app, c.guid, c.month, got, c.want)
 			}
 		})
+	}
+}
+
+// TestCappedByDay: a gateway caps an event by the day of its timestamp in the tenant's zone:
+// only on days a POC purchase and no paid one is in force (plan.Catalog.CapAt), against the
+// devices of the whole month. The tenants bought POC Pro on 2025-11-15 (in force through
+// 2026-11-15) and Pro on 2026-11-20, one in Shanghai (UTC+8) and one in Los Angeles (UTC−8):
+// November 1-15 are capped, 16-19 have no plan, from the 20th Pro is in force.
+func TestCappedByDay(t *testing.T) {
+	plans, err := plan.Default()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cat, err := plans.ParseTenants("t.yaml", []byte(`
+tenants:
+  - {id: sh, plan: pro, purchased: 2026-11-20, time_zone: Asia/Shanghai, apps: [sh-app], plan_history: [{plan: poc_pro, purchased: 2025-11-15}]}
+  - {id: la, plan: pro, purchased: 2026-11-20, time_zone: America/Los_Angeles, apps: [la-app], plan_history: [{plan: poc_pro, purchased: 2025-11-15}]}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	full := guids("counted", 200)
+	for _, c := range []struct {
+		tenant, app string
+		ts          string // RFC 3339
+		want        bool
+	}{
+		{"sh", "sh-app", "2026-11-01T00:00:00+08:00", true},
+		{"sh", "sh-app", "2026-11-15T23:59:59+08:00", true},
+		{"sh", "sh-app", "2026-11-15T16:30:00Z", false}, // November 16, 00:30 in Shanghai: no plan, no cap
+		{"sh", "sh-app", "2026-11-19T12:00:00+08:00", false},
+		{"sh", "sh-app", "2026-11-19T16:00:00Z", false}, // November 20 in Shanghai: Pro
+		{"la", "la-app", "2026-11-15T16:30:00Z", true},  // November 15, 08:30 in Los Angeles
+		{"la", "la-app", "2026-11-16T07:59:59Z", true},  // November 15, 23:59:59
+		{"la", "la-app", "2026-11-16T08:00:00Z", false}, // November 16
+		{"la", "la-app", "2026-11-30T12:00:00-08:00", false},
+		{"la", "la-app", "2026-10-31T12:00:00Z", true},  // an instant of October asked about November: its first day
+		{"la", "la-app", "2026-12-05T12:00:00Z", false}, // of December: November's last day
+	} {
+		s, err := NewState(StateConfig{Brokers: []string{"127.0.0.1:1"}}, cat, plans, func() time.Time { return testNow }, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+		if err != nil {
+			t.Fatal(err)
+		}
+		mustApply(t, s, Message{TenantID: c.tenant, Month: "2026-11", Cap: 200, Devices: 200, Capped: true, DeviceKeys: devices(c.tenant, c.app, full...)})
+		ts, err := time.Parse(time.RFC3339, c.ts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e := &event.Event{TenantID: c.tenant, AppID: c.app, GUID: "new", Type: event.Open, MiniProgramID: "mp", TS: ts}
+		if got := s.Capped(e, "2026-11"); got != c.want {
+			ten, _ := cat.Tenant(c.tenant)
+			t.Errorf("%s at %s (%s there): Capped = %v, want %v", c.tenant, c.ts, ts.In(ten.Location()).Format(time.DateTime), got, c.want)
+		}
+		if got := s.Capped(&event.Event{TenantID: c.tenant, AppID: c.app, GUID: full[7], Type: event.Open, MiniProgramID: "mp", TS: ts}, "2026-11"); got {
+			t.Errorf("%s at %s: a counted device refused", c.tenant, c.ts)
+		}
 	}
 }
 

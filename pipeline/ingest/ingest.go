@@ -40,7 +40,9 @@ type CapState interface {
 	// hard-capped plan); Capped is asked only for such tenants.
 	MayCap(t *tenant.Tenant) bool
 	// Capped reports whether the month (YYYY-MM, the tenant's billing calendar) of the event's
-	// tenant has reached its POC cap and the event's device is not among those already counted.
+	// tenant has reached the POC cap of the event's day (a day is capped only while a POC plan
+	// and no paid plan is in force: plan.Catalog.CapAt) and the event's device is not among
+	// those already counted.
 	// An implementation may count a device it answers false for as admitted (caps.State
 	// reserves its place), so it must be asked only once the event passed every other check.
 	Capped(e *event.Event, month string) bool

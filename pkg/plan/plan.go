@@ -1,7 +1,8 @@
 // Package plan is the plan catalogue (plans.yaml: the platform's plans with every figure of its
 // billing overview, and how long a purchase is valid) and the pricing of a tenant-month with
-// exact decimals (price.go): which purchase is in force, included MAU, overage, contract
-// overrides, POC caps, entitlements. The default catalogue is embedded (plans.yaml beside this
+// exact decimals (price.go): which of the purchases in force prices a month (select.go; the
+// rules and why: docs/BILLING.md), included MAU, overage, contract overrides, entitlements;
+// and the POC caps of each day (cap.go). The default catalogue is embedded (plans.yaml beside this
 // file, equal to the overview); LoadCatalog replaces it with a file. Catalogues are checked
 // against schemas/catalog/plans.schema.json and then by Go; every error names the file, the
 // plan and the field. The package does no I/O beyond reading that file and keeps nothing

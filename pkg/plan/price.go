@@ -2,10 +2,8 @@ package plan
 
 import (
 	"errors"
-	"fmt"
 	"math"
 	"slices"
-	"time"
 
 	"github.com/shopspring/decimal"
 
@@ -15,15 +13,22 @@ import (
 
 // Flags on a Bill.
 const (
-	// FlagNoActivePlan: no purchase is in force on the month's last day; nothing is charged.
+	// FlagNoActivePlan: no purchase is in force on any day of the month; nothing is charged.
 	FlagNoActivePlan = "no_active_plan"
+	// FlagDaysWithoutPlan: some day of the month has no purchase in force (a plan started or
+	// ended within it); the purchases in force on the other days price the whole month.
+	FlagDaysWithoutPlan = "days_without_plan"
+	// FlagSeveralPurchases: more than one purchase is in force in the month (a renewal, an
+	// upgrade, a POC beside a paid plan); Bill.InForce lists them with what each alone charges.
+	FlagSeveralPurchases = "several_purchases_in_force"
 	// FlagPOCCapExceeded: the MAU of a hard-capped (POC) plan went above its cap; never charged.
 	FlagPOCCapExceeded = "poc_cap_exceeded"
 	// FlagUnlistedApp: the usage has MAU of an app the catalogue does not list (any more); it is
 	// billed as a production app, and named in Bill.UnlistedApps.
 	FlagUnlistedApp = "unlisted_app"
-	// FlagUnknownPlan: the purchase in force names a plan the catalogue lacks (CheckTenants
-	// refuses such a tenant catalogue); nothing is charged.
+	// FlagUnknownPlan: a purchase in force in the month names a plan the catalogue lacks
+	// (CheckTenants refuses such a tenant catalogue): what it would charge is unknown, so
+	// nothing is charged.
 	FlagUnknownPlan = "unknown_plan"
 )
 
@@ -34,10 +39,10 @@ const (
 	FlagMiniProgramsExceeded = "mini_programs_exceeded"
 )
 
-// Errors of Catalog.Terms.
+// Errors of Catalog.TermsOn and TermsIn.
 var (
 	ErrNoActivePlan = errors.New("no plan in force")
-	ErrUnknownPlan  = errors.New("the plan in force is not in the plan catalogue")
+	ErrUnknownPlan  = errors.New("a plan in force is not in the plan catalogue")
 )
 
 // Usage is what the rollup of one tenant-month says.
@@ -50,9 +55,12 @@ type Usage struct {
 // Bill is the priced tenant-month, with its evidence.
 type Bill struct {
 	TenantID, Month string
-	Plan            string // plan in force on the month's last day; "" when none
-	PlanPurchased   string // YYYY-MM-DD, "" when none
-	PlanValidUntil  string // YYYY-MM-DD (the anniversary), "" when none
+	// Plan is the plan of the purchase that priced the month (select.go, docs/BILLING.md); ""
+	// when no purchase is in force in the month. With unknown_plan: the first purchase of a
+	// plan the catalogue lacks.
+	Plan           string
+	PlanPurchased  string // YYYY-MM-DD of that purchase, "" when none
+	PlanValidUntil string // YYYY-MM-DD (its anniversary), "" when none
 	// PlanValidThrough is the last day the purchase is in force: PlanValidUntil, or the day
 	// before when the catalogue's validity excludes the anniversary. "" when none.
 	PlanValidThrough string
@@ -60,17 +68,23 @@ type Bill struct {
 	// MAU is the billable MAU, measured against IncludedMAU: production apps (and unlisted
 	// ones), plus testing apps when the tenant has bill_testing_apps. On a hard-capped (POC)
 	// plan the cap covers all apps, so MAU is TotalMAU.
-	MAU          int64
-	TestingMAU   int64 // MAU of testing apps (reported)
-	TotalMAU     int64 // all apps
-	IncludedMAU  int64
-	OverageMAU   int64           // max(0, MAU − IncludedMAU); charged only with pay-as-you-go
-	UnitPrice    decimal.Decimal // USD per MAU; zero when nothing is charged per MAU
-	Amount       decimal.Decimal // USD, rounded half-up to cents once, at the end
-	Flags        []string        // sorted: no_active_plan, poc_cap_exceeded, unlisted_app, unknown_plan
-	UnlistedApps []string        // sorted: apps with MAU that the catalogue does not list
-	BillableApps []string        // sorted: the apps with MAU whose devices make up MAU
+	MAU         int64
+	TestingMAU  int64 // MAU of testing apps (reported)
+	TotalMAU    int64 // all apps
+	IncludedMAU int64
+	OverageMAU  int64           // max(0, MAU − IncludedMAU); charged only with pay-as-you-go
+	UnitPrice   decimal.Decimal // USD per MAU; zero when nothing is charged per MAU
+	Amount      decimal.Decimal // USD, rounded half-up to cents once, at the end
+	// Flags, sorted: days_without_plan, no_active_plan, poc_cap_exceeded,
+	// several_purchases_in_force, unlisted_app, unknown_plan.
+	Flags        []string
+	UnlistedApps []string // sorted: apps with MAU that the catalogue does not list
+	BillableApps []string // sorted: the apps with MAU whose devices make up MAU
 	Entitlements Entitlements
+	// InForce lists every purchase in force on at least one day of the month, by purchase day,
+	// with what each alone charges for the month's usage; the one marked Priced priced it.
+	// Empty with no_active_plan; with unknown_plan none is priced.
+	InForce []Candidate
 }
 
 // Entitlements compare what the month's events show with the plan's limits: information, not
@@ -82,125 +96,22 @@ type Entitlements struct {
 	Flags                               []string
 }
 
-// Terms are what prices a tenant-month: the purchase in force on its last day, its plan and the
-// figures after the contract's overrides.
-type Terms struct {
-	Plan         *Plan // nil only with ErrUnknownPlan
-	Purchase     *tenant.Purchase
-	Purchased    string          // YYYY-MM-DD
-	ValidUntil   string          // YYYY-MM-DD, the anniversary
-	ValidThrough string          // YYYY-MM-DD, the last day in force
-	IncludedMAU  int64           // the plan's, or the contract's (on a POC plan: the cap)
-	UnitPrice    decimal.Decimal // the plan's, or the contract's; zero without pay-as-you-go
-	Contract     bool            // the contract overrides a figure
-}
-
-// date is a day of a billing calendar, without a zone: the tenant's zone made it.
-type date struct {
-	y int
-	m time.Month
-	d int
-}
-
-func (a date) compare(b date) int {
-	switch {
-	case a.y != b.y:
-		return a.y - b.y
-	case a.m != b.m:
-		return int(a.m) - int(b.m)
-	}
-	return a.d - b.d
-}
-
-func (a date) String() string { return fmt.Sprintf("%04d-%02d-%02d", a.y, int(a.m), a.d) }
-
-func (a date) prev() date {
-	y, m, d := time.Date(a.y, a.m, a.d-1, 12, 0, 0, 0, time.UTC).Date()
-	return date{y, m, d}
-}
-
-// lastDay is the last day of m: a date of the tenant's calendar, since m is a month of it.
-func lastDay(m calendar.Month) date {
-	return date{m.Year, m.Month, time.Date(m.Year, m.Month+1, 0, 12, 0, 0, 0, time.UTC).Day()}
-}
-
-// Validity of a purchase made on from: the anniversary and the last day in force.
-func (v Validity) span(from date) (until, through date) {
-	until = date{from.y + 1, from.m, from.d}
-	if from.m == time.February && from.d == 29 {
-		until = date{from.y + 1, time.February, 28}
-		if v.LeapDayAnniversary == LeapDayMar1 {
-			until = date{from.y + 1, time.March, 1}
-		}
-	}
-	through = until
-	if !v.AnniversaryIncluded {
-		through = until.prev()
-	}
-	return until, through
-}
-
-// Terms are the terms pricing month m of t: those of the purchase in force on m's last day (a
-// date of t's billing calendar). When several purchases are in force that day, the latest
-// purchased wins. ErrNoActivePlan: none is; ErrUnknownPlan: its plan is not in c (the other
-// fields are set).
-func (c *Catalog) Terms(t *tenant.Tenant, m calendar.Month) (Terms, error) {
-	d := lastDay(m)
-	return c.TermsOn(t, d.y, d.m, d.d)
-}
-
-// TermsOn are the terms of the purchase of t in force on a day of t's billing calendar.
-func (c *Catalog) TermsOn(t *tenant.Tenant, year int, month time.Month, day int) (Terms, error) {
-	on := date{year, month, day}
-	var in *tenant.Purchase
-	var from, until, through date
-	for _, p := range t.Purchases() { // by day
-		y, m, d := p.Date()
-		pf := date{y, m, d}
-		if pf.compare(on) > 0 {
-			break
-		}
-		if pu, pt := c.Validity.span(pf); pt.compare(on) >= 0 {
-			in, from, until, through = p, pf, pu, pt
-		}
-	}
-	if in == nil {
-		return Terms{}, ErrNoActivePlan
-	}
-	tr := Terms{Purchase: in, Purchased: from.String(), ValidUntil: until.String(), ValidThrough: through.String(),
-		UnitPrice: decimal.Zero}
-	p, ok := c.Plan(in.Plan)
-	if !ok {
-		return tr, fmt.Errorf("%w: %q", ErrUnknownPlan, in.Plan)
-	}
-	tr.Plan, tr.IncludedMAU = p, p.IncludedMAU
-	if p.PayAsYouGo {
-		tr.UnitPrice = p.UnitPrice
-	}
-	if k := in.Contract; k != nil {
-		if k.IncludedMAU != nil {
-			tr.IncludedMAU, tr.Contract = *k.IncludedMAU, true
-		}
-		if price, set := k.UnitPrice(); set && p.PayAsYouGo { // CheckTenants refuses it elsewhere
-			tr.UnitPrice, tr.Contract = price, true
-		}
-	}
-	return tr, nil
-}
-
-// Price prices month u.Month of t on the terms in force on its last day:
+// Price prices month u.Month of t on one of the purchases in force on at least one of its days
+// (select.go): each that may price the month prices its whole usage alone,
 //
 //	amount = max(0, billable MAU − included MAU) × unit price, rounded half-up to cents once
 //
-// with the contract's overrides. A hard-capped (POC) plan never charges; its cap covers the
-// MAU of all apps and is flagged poc_cap_exceeded when exceeded. A month without a purchase in
-// force is flagged no_active_plan and not charged; its MAU is still reported. Testing apps are
+// with the contract's overrides, and the lowest amount wins; a POC purchase may price the
+// month only when no pay-as-you-go purchase is in force in it. Bill.InForce lists them all. A
+// hard-capped (POC) plan never charges; its cap covers the MAU of all apps and is flagged
+// poc_cap_exceeded when exceeded. A month without a purchase in force on any of its days is
+// flagged no_active_plan and not charged; its MAU is still reported. Testing apps are
 // billable only when t says bill_testing_apps; apps t does not list are billable and flagged
 // unlisted_app. t must be a tenant of a catalogue checked against c (ParseTenants,
 // CheckTenants); otherwise a purchase of a plan c lacks is flagged unknown_plan, not charged.
 func (c *Catalog) Price(t *tenant.Tenant, u Usage) Bill {
 	b := Bill{TenantID: t.ID, Month: u.Month.String(), UnitPrice: decimal.Zero, Amount: decimal.Zero,
-		Flags: []string{}, UnlistedApps: []string{}, BillableApps: []string{}, Entitlements: Entitlements{Flags: []string{}}}
+		Flags: []string{}, UnlistedApps: []string{}, BillableApps: []string{}, Entitlements: Entitlements{Flags: []string{}}, InForce: []Candidate{}}
 	var production, testing uint64 // production includes the unlisted apps
 	var testingApps []string
 	for app, n := range u.MAUByApp {
@@ -235,25 +146,34 @@ func (c *Catalog) Price(t *tenant.Tenant, u Usage) Bill {
 		b.MAU = b.TotalMAU
 	}
 
-	tr, err := c.Terms(t, u.Month)
+	terms, err := c.TermsIn(t, u.Month)
 	switch {
 	case errors.Is(err, ErrNoActivePlan):
 		b.Flags = append(b.Flags, FlagNoActivePlan)
 	case errors.Is(err, ErrUnknownPlan):
-		b.Plan, b.PlanPurchased, b.PlanValidUntil, b.PlanValidThrough = tr.Purchase.Plan, tr.Purchased, tr.ValidUntil, tr.ValidThrough
+		for _, tr := range terms {
+			b.InForce = append(b.InForce, candidate(tr, u.Month))
+			if tr.Plan == nil && b.Plan == "" {
+				b.Plan, b.PlanPurchased, b.PlanValidUntil, b.PlanValidThrough = tr.Purchase.Plan, tr.Purchased, tr.ValidUntil, tr.ValidThrough
+			}
+		}
 		b.Flags = append(b.Flags, FlagUnknownPlan)
 	default:
-		p := tr.Plan
+		quotes := make([]quote, len(terms))
+		for i, tr := range terms {
+			quotes[i] = quoteOf(tr, b.MAU, b.TotalMAU)
+			cand := candidate(tr, u.Month)
+			cand.Amount = quotes[i].amount
+			b.InForce = append(b.InForce, cand)
+		}
+		i := choose(terms, b.InForce)
+		tr, q, p := terms[i], quotes[i], terms[i].Plan
 		b.Plan, b.PlanPurchased, b.PlanValidUntil, b.PlanValidThrough = p.ID, tr.Purchased, tr.ValidUntil, tr.ValidThrough
 		b.Contract, b.IncludedMAU = tr.Contract, tr.IncludedMAU
 		if p.HardCap {
-			testingBilled, b.MAU = true, b.TotalMAU // a POC plan has testing apps only: its cap counts them
+			testingBilled = true // a POC plan has testing apps only: its cap counts them
 		}
-		b.OverageMAU = max(0, b.MAU-b.IncludedMAU)
-		if p.PayAsYouGo {
-			b.UnitPrice = tr.UnitPrice
-			b.Amount = tr.UnitPrice.Mul(decimal.NewFromInt(b.OverageMAU)).Round(2) // half away from zero = half-up here
-		}
+		b.MAU, b.OverageMAU, b.UnitPrice, b.Amount = q.mau, q.overage, q.unitPrice, q.amount
 		if p.HardCap && b.OverageMAU > 0 {
 			b.Flags = append(b.Flags, FlagPOCCapExceeded)
 		}
@@ -270,12 +190,47 @@ func (c *Catalog) Price(t *tenant.Tenant, u Usage) Bill {
 		}
 		slices.Sort(e.Flags)
 	}
+	if len(terms) > 1 {
+		b.Flags = append(b.Flags, FlagSeveralPurchases)
+	}
+	if len(terms) > 0 && gapIn(terms, firstDay(u.Month), lastDay(u.Month)) {
+		b.Flags = append(b.Flags, FlagDaysWithoutPlan)
+	}
 	if testingBilled {
 		b.BillableApps = append(b.BillableApps, testingApps...)
 	}
 	slices.Sort(b.BillableApps)
 	slices.Sort(b.Flags)
 	return b
+}
+
+// quote is what one purchase alone makes of a month's usage.
+type quote struct {
+	mau, overage int64           // billable MAU (on a POC plan every app's), above included
+	unitPrice    decimal.Decimal // zero without pay-as-you-go
+	amount       decimal.Decimal // cents
+}
+
+// quoteOf prices a month's usage under tr alone (a plan of the catalogue): billable is the MAU
+// of the billable apps, total that of every app (a POC cap counts them all).
+func quoteOf(tr Terms, billable, total int64) quote {
+	q := quote{mau: billable, unitPrice: decimal.Zero, amount: decimal.Zero}
+	if tr.Plan.HardCap {
+		q.mau = total
+	}
+	q.overage = max(0, q.mau-tr.IncludedMAU)
+	if tr.Plan.PayAsYouGo {
+		q.unitPrice = tr.UnitPrice
+		q.amount = tr.UnitPrice.Mul(decimal.NewFromInt(q.overage)).Round(2) // half away from zero = half-up here
+	}
+	return q
+}
+
+// candidate is tr as a Bill lists it, without its amount.
+func candidate(tr Terms, m calendar.Month) Candidate {
+	return Candidate{Plan: tr.Purchase.Plan, Purchased: tr.Purchased, ValidUntil: tr.ValidUntil, ValidThrough: tr.ValidThrough,
+		From: laterOf(tr.from, firstDay(m)).String(), Through: earlierOf(tr.through, lastDay(m)).String(),
+		Contract: tr.Contract, IncludedMAU: tr.IncludedMAU, UnitPrice: tr.UnitPrice, Amount: decimal.Zero}
 }
 
 // addSat adds MAU, saturating (no tenant has 2^64 devices, but a bill must not wrap).

@@ -165,11 +165,14 @@ func TestValidity(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		tr, err := c.TermsOn(tn, d.Year(), d.Month(), d.Day())
+		terms, err := c.TermsOn(tn, d.Year(), d.Month(), d.Day())
 		got := "none"
-		if err == nil {
-			got = fmt.Sprintf("in force, until %s through %s", tr.ValidUntil, tr.ValidThrough)
-		} else if !errors.Is(err, ErrNoActivePlan) {
+		switch {
+		case err == nil && len(terms) == 1:
+			got = fmt.Sprintf("in force, until %s through %s", terms[0].ValidUntil, terms[0].ValidThrough)
+		case err == nil:
+			t.Fatalf("one purchase, %d in force", len(terms))
+		case !errors.Is(err, ErrNoActivePlan):
 			t.Fatal(err)
 		}
 		if got != want {
@@ -201,7 +204,9 @@ func TestValidity(t *testing.T) {
 	f(true, LeapDayFeb28, "2023-02-28", "2024-02-29", "none") // a Feb 28 purchase ends on Feb 28
 }
 
-// TestMonthValidity: the purchase in force on the month's last day prices the whole month.
+// TestMonthValidity: a month with a purchase in force on any of its days is priced by one of
+// them, whole (no proration: the overview prices a calendar month's MAU); a month with none is
+// flagged no_active_plan. Days without a purchase are flagged days_without_plan.
 func TestMonthValidity(t *testing.T) {
 	usage := map[string]uint64{"a": 212_345}
 	f := func(c *Catalog, entry, m, want string) {
@@ -219,54 +224,66 @@ func TestMonthValidity(t *testing.T) {
 	// Bought on the last day of March: March is priced on it; its anniversary is March 31, 2026.
 	const mar31 = "id: t, plan: pro, purchased: 2025-03-31, apps: [a]"
 	f(incl, mar31, "2025-02", " ../ 0.00 [no_active_plan]")
-	f(incl, mar31, "2025-03", "pro 2025-03-31..2026-03-31/2026-03-31 185.18 []") // purchase day
+	f(incl, mar31, "2025-03", "pro 2025-03-31..2026-03-31/2026-03-31 185.18 [days_without_plan]") // purchase day, the month's last
 	f(incl, mar31, "2026-02", "pro 2025-03-31..2026-03-31/2026-03-31 185.18 []")
-	f(incl, mar31, "2026-03", "pro 2025-03-31..2026-03-31/2026-03-31 185.18 []") // the anniversary is in
-	f(excl, mar31, "2026-03", " ../ 0.00 [no_active_plan]")                      // or not
+	f(incl, mar31, "2026-03", "pro 2025-03-31..2026-03-31/2026-03-31 185.18 []")                  // the anniversary is in
+	f(excl, mar31, "2026-03", "pro 2025-03-31..2026-03-31/2026-03-30 185.18 [days_without_plan]") // or not: March 1-30
 	f(incl, mar31, "2026-04", " ../ 0.00 [no_active_plan]")
-	// Bought on May 1: April 30, 2026 is the day before its anniversary.
+	// Bought on May 1: in force on May 1, 2026 only (the anniversary), which prices May.
 	const may1 = "id: t, plan: pro, purchased: 2025-05-01, apps: [a]"
 	f(incl, may1, "2025-04", " ../ 0.00 [no_active_plan]")
 	f(incl, may1, "2025-05", "pro 2025-05-01..2026-05-01/2026-05-01 185.18 []")
 	f(excl, may1, "2026-04", "pro 2025-05-01..2026-05-01/2026-04-30 185.18 []")
-	f(incl, may1, "2026-05", " ../ 0.00 [no_active_plan]") // in force on May 1 only, not on May 31
-	// Bought mid-month: the month of purchase is priced on it, the month of the anniversary not.
+	f(incl, may1, "2026-05", "pro 2025-05-01..2026-05-01/2026-05-01 185.18 [days_without_plan]")
+	f(excl, may1, "2026-05", " ../ 0.00 [no_active_plan]")
+	// Bought mid-month: the month of purchase and the month of the anniversary are priced on it.
 	const mid = "id: t, plan: pro, purchased: 2025-03-15, apps: [a]"
-	f(incl, mid, "2025-03", "pro 2025-03-15..2026-03-15/2026-03-15 185.18 []")
-	f(incl, mid, "2026-03", " ../ 0.00 [no_active_plan]")
-	// A February 29 purchase: February 2025 ends on the anniversary (feb28) or the day before it (mar1).
+	f(incl, mid, "2025-03", "pro 2025-03-15..2026-03-15/2026-03-15 185.18 [days_without_plan]")
+	f(incl, mid, "2026-03", "pro 2025-03-15..2026-03-15/2026-03-15 185.18 [days_without_plan]")
+	f(incl, mid, "2026-04", " ../ 0.00 [no_active_plan]")
+	// A February 29 purchase: February 2025 ends on the anniversary (feb28) or the day after its
+	// last day (feb28, anniversary excluded); with mar1 its anniversary prices March 2025.
 	const leap = "id: t, plan: pro, purchased: 2024-02-29, apps: [a]"
+	f(incl, leap, "2024-02", "pro 2024-02-29..2025-02-28/2025-02-28 185.18 [days_without_plan]")
 	f(incl, leap, "2025-02", "pro 2024-02-29..2025-02-28/2025-02-28 185.18 []")
-	f(excl, leap, "2025-02", " ../ 0.00 [no_active_plan]")
+	f(excl, leap, "2025-02", "pro 2024-02-29..2025-02-28/2025-02-27 185.18 [days_without_plan]")
 	f(withValidity(t, false, LeapDayMar1), leap, "2025-02", "pro 2024-02-29..2025-03-01/2025-02-28 185.18 []")
+	f(withValidity(t, true, LeapDayMar1), leap, "2025-03", "pro 2024-02-29..2025-03-01/2025-03-01 185.18 [days_without_plan]")
+	f(withValidity(t, false, LeapDayMar1), leap, "2025-03", " ../ 0.00 [no_active_plan]")
 	f(incl, leap, "2025-03", " ../ 0.00 [no_active_plan]")
-	// A renewal on the anniversary takes over; so does an upgrade within the year: when several
-	// purchases are in force, the latest purchased. Each carries its own contract.
+	// Several purchases, each with its own contract: the lowest amount of the purchases in force
+	// in the month prices it, whichever was bought last. 12,345 MAU above 200,000.
 	const hist = "id: t, plan: pro, purchased: 2025-03-31, apps: [a], contract: {unit_price_usd: '0.02'}, " +
 		"plan_history: [{plan: pro, purchased: 2026-03-31}, {plan: enterprise, purchased: 2025-09-30, contract: {included_mau: 200000}}, {plan: pro, purchased: 2024-03-31}]"
 	f(incl, hist, "2025-02", "pro 2024-03-31..2025-03-31/2025-03-31 185.18 []")
-	f(incl, hist, "2025-03", "pro 2025-03-31..2026-03-31/2026-03-31 246.90 []") // 12,345 × 0.02
-	f(incl, hist, "2025-08", "pro 2025-03-31..2026-03-31/2026-03-31 246.90 []")
-	f(incl, hist, "2025-09", "enterprise 2025-09-30..2026-09-30/2026-09-30 123.45 []") // 12,345 × 0.01 over 200,000
-	f(incl, hist, "2026-02", "enterprise 2025-09-30..2026-09-30/2026-09-30 123.45 []")
-	f(incl, hist, "2026-03", "pro 2026-03-31..2027-03-31/2027-03-31 185.18 []") // enterprise still runs, the renewal is later
+	f(incl, hist, "2025-03", "pro 2024-03-31..2025-03-31/2025-03-31 185.18 [several_purchases_in_force]")        // its last day; the renewal at 0.02 would be 246.90
+	f(incl, hist, "2025-08", "pro 2025-03-31..2026-03-31/2026-03-31 246.90 []")                                  // 12,345 × 0.02
+	f(incl, hist, "2025-09", "enterprise 2025-09-30..2026-09-30/2026-09-30 123.45 [several_purchases_in_force]") // 12,345 × 0.01 over 200,000
+	f(incl, hist, "2026-02", "enterprise 2025-09-30..2026-09-30/2026-09-30 123.45 [several_purchases_in_force]")
+	f(incl, hist, "2026-03", "enterprise 2025-09-30..2026-09-30/2026-09-30 123.45 [several_purchases_in_force]") // three in force; the renewal would be 185.18
+	f(incl, hist, "2026-09", "enterprise 2025-09-30..2026-09-30/2026-09-30 123.45 [several_purchases_in_force]")
 	f(incl, hist, "2026-10", "pro 2026-03-31..2027-03-31/2027-03-31 185.18 []")
 	f(incl, hist, "2027-03", "pro 2026-03-31..2027-03-31/2027-03-31 185.18 []")
 	f(incl, hist, "2027-04", " ../ 0.00 [no_active_plan]")
 }
 
-// TestTimeZones: the last day of a month is a date of the tenant's billing calendar, whatever
-// UTC says at that moment. Auckland (UTC+13 in January) and Los Angeles (UTC−8) price the same
-// month the same way; an instant falls into a month by the tenant's zone (the counter's job),
-// and that month is priced on the purchase in force on its own last day.
+// TestTimeZones: the days of a month and purchase days are dates of the tenant's billing
+// calendar, whatever UTC says at that moment. Auckland (UTC+13 in January), Shanghai (UTC+8),
+// Kiritimati (UTC+14) and Los Angeles (UTC−8) price the same month the same way; an instant
+// falls into a month by the tenant's zone (the counter's job), and that month is priced on the
+// purchases in force on its own days.
 func TestTimeZones(t *testing.T) {
 	c := theDefault(t)
 	usage := map[string]uint64{"a": 212_345}
-	for _, zone := range []string{"Pacific/Auckland", "America/Los_Angeles", "UTC", "Pacific/Kiritimati", "Pacific/Pago_Pago"} {
-		// A switch to enterprise on January 31, the last day: January is enterprise's.
+	for _, zone := range []string{"Pacific/Auckland", "Asia/Shanghai", "America/Los_Angeles", "UTC", "Pacific/Kiritimati", "Pacific/Pago_Pago"} {
+		// A switch to enterprise on January 31, the last day: January is enterprise's (in force
+		// on one of its days, and the lower amount).
 		onLast := tenantOf(t, c, "id: t, plan: pro, purchased: 2024-06-10, time_zone: "+zone+", apps: [a], plan_history: [{plan: enterprise, purchased: 2025-01-31}]")
 		// A switch on February 1: January is still pro's.
 		onFirst := tenantOf(t, c, "id: t, plan: pro, purchased: 2024-06-10, time_zone: "+zone+", apps: [a], plan_history: [{plan: enterprise, purchased: 2025-02-01}]")
+		// Pro through January 31 (bought 2024-01-31), Enterprise from February 1: back to back,
+		// each month priced by one purchase alone, no day without a plan.
+		backToBack := tenantOf(t, c, "id: t, plan: pro, purchased: 2024-01-31, time_zone: "+zone+", apps: [a], plan_history: [{plan: enterprise, purchased: 2025-02-01}]")
 		for _, tc := range []struct {
 			tn         *tenant.Tenant
 			m, want    string
@@ -276,19 +293,26 @@ func TestTimeZones(t *testing.T) {
 			{onLast, "2025-01", "enterprise", "0.00"},
 			{onFirst, "2025-01", "pro", "185.18"},
 			{onFirst, "2025-02", "enterprise", "0.00"},
+			{backToBack, "2025-01", "pro", "185.18"},
+			{backToBack, "2025-02", "enterprise", "0.00"},
 		} {
 			b := c.Price(tc.tn, Usage{Month: month(t, tc.m), MAUByApp: usage})
+			if tc.tn == backToBack && (len(b.Flags) != 0 || len(b.InForce) != 1) {
+				t.Errorf("%s, %s back to back: flags %v, in force %s; want one purchase, no flag", zone, tc.m, b.Flags, inForce(b))
+			}
 			if b.Plan != tc.want || b.Amount.StringFixed(2) != tc.wantAmount {
 				t.Errorf("%s, %s (purchases %v): plan %s amount %s, want %s %s", zone, tc.m, tc.tn.Purchases()[1].Purchased,
 					b.Plan, b.Amount.StringFixed(2), tc.want, tc.wantAmount)
 			}
 		}
 	}
-	// One instant, two calendars: 2025-01-31T20:00Z is February 1, 09:00 in Auckland and
-	// January 31, 12:00 in Los Angeles. With enterprise bought on February 1, the Auckland
-	// device counts in February (enterprise), the Los Angeles one in January (pro).
+	// One instant, several calendars: 2025-01-31T20:00Z is February 1, 09:00 in Auckland, 04:00
+	// in Shanghai, 10:00 in Kiritimati, and January 31, 12:00 in Los Angeles. With enterprise
+	// bought on February 1, the first three count the device in February (enterprise), Los
+	// Angeles in January (pro).
 	instant := time.Date(2025, 1, 31, 20, 0, 0, 0, time.UTC)
-	for zone, want := range map[string]string{"Pacific/Auckland": "2025-02 enterprise", "America/Los_Angeles": "2025-01 pro"} {
+	for zone, want := range map[string]string{"Pacific/Auckland": "2025-02 enterprise", "Asia/Shanghai": "2025-02 enterprise",
+		"Pacific/Kiritimati": "2025-02 enterprise", "America/Los_Angeles": "2025-01 pro"} {
 		tn := tenantOf(t, c, "id: t, plan: pro, purchased: 2024-06-10, time_zone: "+zone+", apps: [a], plan_history: [{plan: enterprise, purchased: 2025-02-01}]")
 		m := calendar.MonthOf(instant, tn.Location())
 		b := c.Price(tn, Usage{Month: m, MAUByApp: usage})
@@ -368,8 +392,8 @@ func TestUnknownPlan(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.Terms(tc.Tenants[0], month(t, "2026-06")); !errors.Is(err, ErrUnknownPlan) {
-		t.Errorf("Terms: %v, want ErrUnknownPlan", err)
+	if terms, err := c.TermsIn(tc.Tenants[0], month(t, "2026-06")); !errors.Is(err, ErrUnknownPlan) || len(terms) != 1 || terms[0].Plan != nil {
+		t.Errorf("TermsIn: %v, %+v; want ErrUnknownPlan and the purchase without a plan", err, terms)
 	}
 	b := c.Price(tc.Tenants[0], Usage{Month: month(t, "2026-06"), MAUByApp: map[string]uint64{"a": 300_000}})
 	want := "plan=gold mau=300000 testing=0 total=300000 included=0 overage=0 price=0 amount=0.00 contract=false flags=[unknown_plan]"
