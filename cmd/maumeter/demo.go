@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	_ "embed"
 	"encoding/json"
@@ -11,6 +12,7 @@ import (
 	"os"
 	"strings"
 	"text/tabwriter"
+	"text/template"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -26,7 +28,26 @@ import (
 )
 
 //go:embed demo_tenants.yaml
-var demoTenants []byte
+var demoTenants string
+
+// demoCatalogue is the demo's tenant catalogue with its purchase days set from now (see the
+// template's header): the demo never runs on plans that have expired.
+func demoCatalogue(now time.Time) ([]byte, error) {
+	y, m, _ := now.UTC().Date()
+	tpl, err := template.New("demo_tenants.yaml").Funcs(template.FuncMap{
+		"purchased": func(monthsAgo, day int) string {
+			return time.Date(y, m-time.Month(monthsAgo), day, 0, 0, 0, 0, time.UTC).Format(time.DateOnly)
+		},
+	}).Parse(demoTenants)
+	if err != nil {
+		return nil, err
+	}
+	var b bytes.Buffer
+	if err := tpl.Execute(&b, nil); err != nil {
+		return nil, err
+	}
+	return b.Bytes(), nil
+}
 
 // demoDevices is how many devices each demo tenant gets at --scale 1: enough to cross the Pro
 // quota and show an overage, and to run into the POC cap (the gateway then refuses new devices).
@@ -36,8 +57,8 @@ var demoDevices = map[string]int{"acme": 250_000, "globex": 80_000, "initech": 2
 // --clickhouse-addr, sends generated traffic over HTTP, waits until the counter has consumed
 // all of it, and prints MAU and the bill per tenant-month beside the truth the generator kept:
 // the devices of the events the gateway accepted (a full POC month refuses new devices).
-func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	o := &options{migrate: true}
+func runDemo(ctx context.Context, now func() time.Time, args []string, stdout, stderr io.Writer) error {
+	o := &options{now: now, migrate: true}
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
 	o.commonFlags(fs)
 	o.clickhouseFlags(fs)
@@ -71,7 +92,11 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 				return err
 			}
 			defer os.Remove(f.Name())
-			if _, err := f.Write(demoTenants); err != nil {
+			data, err := demoCatalogue(o.now())
+			if err != nil {
+				return err
+			}
+			if _, err := f.Write(data); err != nil {
 				return err
 			}
 			f.Close()
@@ -88,7 +113,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	// The demo is its own SDK and its own reader: one fresh ingest key and one read key per
 	// tenant, known to this process only.
 	var keys, readKeys map[string]string
-	if s.keys, s.readKeys, keys, readKeys, err = demoKeys(s.catalog); err != nil {
+	if s.keys, s.readKeys, keys, readKeys, err = demoKeys(s.catalog, o.now().UTC()); err != nil {
 		return err
 	}
 	ctx, cancel := context.WithCancel(ctx)
@@ -113,12 +138,12 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	// 30 days back: the traffic always spans the end of the last month (the gateway takes
 	// events up to 35 days old), which the demo closes and rates.
-	now := time.Now()
-	from := now.Add(-30 * 24 * time.Hour)
-	fmt.Fprintf(stdout, "sending generated traffic for %d tenants from %s to %s over HTTP...\n", len(tenants), from.Format(time.DateOnly), now.Format(time.DateOnly))
+	to := o.now()
+	from := to.Add(-30 * 24 * time.Hour)
+	fmt.Fprintf(stdout, "sending generated traffic for %d tenants from %s to %s over HTTP...\n", len(tenants), from.Format(time.DateOnly), to.Format(time.DateOnly))
 	st, err := loadgen.Run(ctx, loadgen.Config{
 		URL: "http://" + addr + "/v1/events", Keys: keys, Tenants: tenants, EventsPer: *eventsPer,
-		From: from, To: now, Batch: 1000, Concurrency: 4, Seed: 42,
+		From: from, To: to, Batch: 1000, Concurrency: 4, Seed: 42,
 	}, &http.Client{Timeout: 30 * time.Second})
 	if err != nil {
 		return fmt.Errorf("loadgen: %w", err)
@@ -195,7 +220,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	// Close every tenant-month that has ended in its tenant's zone, as `maumeter close` would,
 	// and let the rater of this process invoice it from the rollups topic.
-	closer, err := count.NewCloser(o.closeConfig(), s.brokers, o.topic, o.group, s.catalog, s.store, time.Now, s.log, prometheus.NewRegistry())
+	closer, err := count.NewCloser(o.closeConfig(), s.brokers, o.topic, o.group, s.catalog, s.store, o.now, s.log, prometheus.NewRegistry())
 	if err != nil {
 		return err
 	}
@@ -223,7 +248,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 					r.TenantID, r.Month, t.Plan, limit, n))
 			}
 		}
-		if now.Before(month.End(t.Location())) {
+		if to.Before(month.End(t.Location())) {
 			open = append(open, r)
 			continue
 		}
