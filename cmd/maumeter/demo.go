@@ -1,18 +1,18 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	_ "embed"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
+	"regexp"
 	"strings"
 	"text/tabwriter"
-	"text/template"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -28,25 +28,30 @@ import (
 )
 
 //go:embed demo_tenants.yaml
-var demoTenants string
+var demoTenants []byte
 
-// demoCatalogue is the demo's tenant catalogue with its purchase days set from now (see the
-// template's header): the demo never runs on plans that have expired.
+// demoWrittenFor is the month demo_tenants.yaml's purchase days were written for.
+var demoWrittenFor = calendar.Month{Year: 2026, Month: time.December}
+
+var purchasedLine = regexp.MustCompile(`(?m)^(\s*(?:- )?purchased: )(\d{4}-\d{2}-\d{2})\b`)
+
+// demoCatalogue is the demo's tenant catalogue with every purchase day moved by the months
+// between demoWrittenFor and now's month (UTC): the plans are as old at every run of the demo,
+// and never expired.
 func demoCatalogue(now time.Time) ([]byte, error) {
 	y, m, _ := now.UTC().Date()
-	tpl, err := template.New("demo_tenants.yaml").Funcs(template.FuncMap{
-		"purchased": func(monthsAgo, day int) string {
-			return time.Date(y, m-time.Month(monthsAgo), day, 0, 0, 0, 0, time.UTC).Format(time.DateOnly)
-		},
-	}).Parse(demoTenants)
-	if err != nil {
-		return nil, err
-	}
-	var b bytes.Buffer
-	if err := tpl.Execute(&b, nil); err != nil {
-		return nil, err
-	}
-	return b.Bytes(), nil
+	months := (y-demoWrittenFor.Year)*12 + int(m-demoWrittenFor.Month)
+	var errs []error
+	out := purchasedLine.ReplaceAllFunc(demoTenants, func(line []byte) []byte {
+		sub := purchasedLine.FindSubmatch(line)
+		d, err := time.Parse(time.DateOnly, string(sub[2]))
+		if err != nil || d.Day() > 28 {
+			errs = append(errs, fmt.Errorf("demo_tenants.yaml: %q: want a date with a day at most 28", sub[2]))
+			return line
+		}
+		return append(sub[1], d.AddDate(0, months, 0).Format(time.DateOnly)...)
+	})
+	return out, errors.Join(errs...)
 }
 
 // demoDevices is how many devices each demo tenant gets at --scale 1: enough to cross the Pro

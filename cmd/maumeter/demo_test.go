@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"testing"
 	"time"
 
@@ -15,6 +16,15 @@ func TestDemoCatalogueNeverExpires(t *testing.T) {
 	plans, err := plan.Default()
 	if err != nil {
 		t.Fatal(err)
+	}
+	// In the month it was written for, the file as it is; 31 months later, every day 31 months on.
+	if data, err := demoCatalogue(time.Date(2026, 12, 31, 23, 0, 0, 0, time.UTC)); err != nil || !bytes.Equal(data, demoTenants) {
+		t.Errorf("in December 2026: %v\n%s", err, data)
+	}
+	if data, err := demoCatalogue(time.Date(2029, 7, 15, 10, 0, 0, 0, time.UTC)); err != nil ||
+		!bytes.Contains(data, []byte("purchased: 2028-10-15\n")) || !bytes.Contains(data, []byte("purchased: 2028-08-10\n")) ||
+		!bytes.Contains(data, []byte("purchased: 2029-04-01\n")) {
+		t.Errorf("in July 2029: %v\n%s", err, data)
 	}
 	want := map[string]string{"acme": "pro", "globex": "enterprise", "initech": "poc_pro"}
 	for _, now := range []time.Time{
