@@ -33,7 +33,7 @@ var demoTenants []byte
 // demoWrittenFor is the month demo_tenants.yaml's purchase days were written for.
 var demoWrittenFor = calendar.Month{Year: 2026, Month: time.December}
 
-var purchasedLine = regexp.MustCompile(`(?m)^(\s*(?:- )?purchased: )(\d{4}-\d{2}-\d{2})\b`)
+var purchasedDay = regexp.MustCompile(`(\bpurchased: *)(\d{4}-\d{2}-\d{2})\b`) // block or flow style
 
 // demoCatalogue is the demo's tenant catalogue with every purchase day moved by the months
 // between demoWrittenFor and now's month (UTC): the plans are as old at every run of the demo,
@@ -42,14 +42,14 @@ func demoCatalogue(now time.Time) ([]byte, error) {
 	y, m, _ := now.UTC().Date()
 	months := (y-demoWrittenFor.Year)*12 + int(m-demoWrittenFor.Month)
 	var errs []error
-	out := purchasedLine.ReplaceAllFunc(demoTenants, func(line []byte) []byte {
-		sub := purchasedLine.FindSubmatch(line)
+	out := purchasedDay.ReplaceAllFunc(demoTenants, func(field []byte) []byte {
+		sub := purchasedDay.FindSubmatch(field)
 		d, err := time.Parse(time.DateOnly, string(sub[2]))
 		if err != nil || d.Day() > 28 {
 			errs = append(errs, fmt.Errorf("demo_tenants.yaml: %q: want a date with a day at most 28", sub[2]))
-			return line
+			return field
 		}
-		return append(sub[1], d.AddDate(0, months, 0).Format(time.DateOnly)...)
+		return fmt.Appendf(nil, "%s%s", sub[1], d.AddDate(0, months, 0).Format(time.DateOnly))
 	})
 	return out, errors.Join(errs...)
 }

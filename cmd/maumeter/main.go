@@ -24,7 +24,7 @@ import (
 type command struct {
 	name    string
 	summary string
-	// run runs the command; now is the process clock (see clockFromEnv).
+	// run runs the command; now is the process clock (internal/clock, read once in main).
 	run func(ctx context.Context, now func() time.Time, args []string, stdout, stderr io.Writer) error
 }
 
