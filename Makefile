@@ -54,15 +54,28 @@ build: ## Build bin/maumeter
 FUZZTIME ?= 10s
 FUZZERS := ./pkg/event:FuzzParse ./pkg/event:FuzzSplitBatch ./pkg/event:FuzzDecode ./pipeline/ingest:FuzzHandler
 
+# The clock of the calendar step of `make test`: every maumeter process and test reads it
+# (MAUMETER_FAKE_NOW, see internal/clock), starting there and advancing with real time.
+FAKE_NOW ?= 2029-07-15T10:00:00Z
+# The tests whose outcome depends on the date: months, purchase days, the ingest window, closes,
+# invoices and POC caps; the others use fixed injected clocks or no calendar.
+CLOCK_TESTS := ^(TestBilling|TestPOCCap|TestImport|TestDemo|TestEndToEnd|TestComposeTenantsExampleInForce)$$
+
 .PHONY: test
-test: ## Run all tests against real ClickHouse + Kafka on random ports; the e2e suite, the chaos and Kafka outage tests and the fuzzers each on services of their own
+test: ## Run all tests against real ClickHouse + Kafka on random ports; the e2e suite, the calendar step (clock at FAKE_NOW), the chaos and Kafka outage tests and the fuzzers each on services of their own
 	scripts/with-services.sh --clickhouse --kafka -- env MAUMETER_REQUIRE_SERVICES=1 $(GO) test -race -count=1 -timeout 25m $$($(GO) list ./... | grep -v /e2e)
 	scripts/with-services.sh --clickhouse --kafka -- env MAUMETER_REQUIRE_SERVICES=1 $(GO) test -count=1 -timeout 20m ./e2e/
+	@# The calendar moves on: the date-dependent tests again with the clock years ahead.
+	$(MAKE) --no-print-directory test-clock
 	@# The chaos test restarts Kafka and ClickHouse: it gets services of its own.
 	scripts/with-services.sh --clickhouse --kafka -- env MAUMETER_REQUIRE_SERVICES=1 MAUMETER_CHAOS=1 $(GO) test -count=1 -timeout 20m -run '^TestChaos$$' ./e2e/
 	@# The outage test stops and restarts its broker: it gets one of its own.
 	scripts/with-services.sh --kafka -- env MAUMETER_REQUIRE_SERVICES=1 MAUMETER_KAFKA_EXCLUSIVE=1 $(GO) test -race -count=1 -timeout 10m -v ./e2e/outage
 	$(MAKE) --no-print-directory fuzz
+
+.PHONY: test-clock
+test-clock: ## The tests that depend on the date, with every process's clock at FAKE_NOW (default 2029-07-15), on services of their own
+	scripts/with-services.sh --clickhouse --kafka -- env MAUMETER_REQUIRE_SERVICES=1 MAUMETER_FAKE_NOW=$(FAKE_NOW) $(GO) test -count=1 -timeout 15m -run '$(CLOCK_TESTS)' . ./e2e/
 
 .PHONY: fuzz
 fuzz: ## Run each fuzzer for FUZZTIME (default 10s)

@@ -25,6 +25,8 @@ import (
 	"github.com/compose-spec/compose-go/v2/types"
 	"gopkg.in/yaml.v3"
 
+	"github.com/maumeter/maumeter/internal/clock"
+	"github.com/maumeter/maumeter/pkg/calendar"
 	"github.com/maumeter/maumeter/pkg/plan"
 	"github.com/maumeter/maumeter/pkg/tenant"
 )
@@ -424,6 +426,35 @@ func TestComposeTenantsExample(t *testing.T) {
 	want := []string{"pro Asia/Shanghai", "enterprise America/New_York", "poc_pro Europe/Berlin"}
 	if !slices.Equal(got, want) {
 		t.Errorf("%s: plan and time zone of each tenant:\n got %q\nwant %q", src, got, want)
+	}
+}
+
+// The example catalogue never runs without a plan in force: each tenant's plan (renewed every
+// year in plan_history, with its contract) prices this month, by the clock (internal/clock), and
+// the twelve after it, so this test fails a year before the renewals run out.
+func TestComposeTenantsExampleInForce(t *testing.T) {
+	plans, err := plan.Default()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, _ := loadCompose(t)
+	src := bindSource(t, service(t, p, "rate"), composeTenantsPath)
+	catalog, err := plans.LoadTenants(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := clock.ForTest(t)()
+	for _, tn := range catalog.Tenants {
+		m := calendar.MonthOf(now, tn.Location())
+		for range 13 {
+			b := plans.Price(tn, plan.Usage{Month: m})
+			if b.Plan != tn.Plan || b.Contract != (tn.Contract != nil) {
+				t.Errorf("%s: tenant %s, %s: plan %q (contract %v, purchased %q); want %s, as purchased %s: add a yearly renewal to its plan_history",
+					src, tn.ID, m, b.Plan, b.Contract, b.PlanPurchased, tn.Plan, tn.Purchased)
+				break
+			}
+			m = m.Next()
+		}
 	}
 }
 

@@ -117,7 +117,7 @@ func TestBilling(t *testing.T) {
 	rater := startProc(t, "rate", p.env, "rate", "--http-addr", rateAddr)
 	waitHTTP(t, rater, "http://"+rateAddr+"/healthz", 30*time.Second)
 
-	now := time.Now()
+	now := clockNow()
 	month := time.Date(now.Year(), now.Month()-2, 1, 0, 0, 0, 0, time.UTC)
 	m := month.Format("2006-01")
 	// t-auckland: pro with a contract of 100 included MAU at 0.015; t-shanghai: 40 production

@@ -46,7 +46,7 @@ func TestPOCCap(t *testing.T) {
 	const limit = 200
 
 	berlin, _ := time.LoadLocation("Europe/Berlin")
-	ts := time.Now().Add(-2 * time.Minute)
+	ts := clockNow().Add(-2 * time.Minute)
 	if ts.In(berlin).Month() != ts.Add(2*time.Minute).In(berlin).Month() {
 		ts = ts.Add(-5 * time.Minute) // keep the events clear of a month boundary
 	}

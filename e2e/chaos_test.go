@@ -29,7 +29,7 @@ func TestChaos(t *testing.T) {
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d", seed)
 	rng := rand.New(rand.NewPCG(seed, 4))
-	tr := generate(rng, time.Now(), 168_000)
+	tr := generate(rng, clockNow(), 168_000)
 	if tr.events < 1_000_000 {
 		t.Fatalf("generated %d events, want at least 1,000,000", tr.events)
 	}

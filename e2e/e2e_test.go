@@ -24,35 +24,45 @@ import (
 	"github.com/maumeter/maumeter/pipeline/bus"
 )
 
-// catalogue is the tenant catalogue of every test, with the ingest keys of t-shanghai,
-// t-newyork, t-auckland and t-poc in the four %s (startPipeline makes them with `maumeter keys
-// new`; withReadKeys adds read and operator keys). t-poc, on poc_pro (cap 200), gets traffic
-// only in TestPOCCap.
-const catalogue = `
+// catalogue is the tenant catalogue of every test (catalogueAt the clock, set by TestMain),
+// with the ingest keys of t-shanghai, t-newyork, t-auckland and t-poc in the four %s
+// (startPipeline makes them with `maumeter keys new`; withReadKeys adds read and operator
+// keys). t-poc, on poc_pro (cap 200), gets traffic only in TestPOCCap.
+var catalogue string
+
+// catalogueAt is the catalogue with every plan purchased on the first day of the month six
+// months before now's: in force, whatever the date, over every month a test uses, from four
+// months back (TestImport) to the current one, and for five months ahead.
+func catalogueAt(now time.Time) string {
+	y, m, _ := now.UTC().Date()
+	return strings.ReplaceAll(catalogueTemplate, "PURCHASED", time.Date(y, m-6, 1, 0, 0, 0, 0, time.UTC).Format(time.DateOnly))
+}
+
+const catalogueTemplate = `
 tenants:
   - id: t-shanghai
     plan: pro
-    purchased: 2026-01-01
+    purchased: PURCHASED
     time_zone: Asia/Shanghai
     apps: [sh-super, sh-lite]
     testing_apps: [sh-qa]
     ingest_keys: [%s]
   - id: t-newyork
     plan: enterprise
-    purchased: 2026-01-01
+    purchased: PURCHASED
     time_zone: America/New_York
     apps: [ny-super]
     ingest_keys: [%s]
   - id: t-auckland
     plan: pro
-    purchased: 2026-01-01
+    purchased: PURCHASED
     time_zone: Pacific/Auckland
     apps: [nz-super]
     contract: {included_mau: 100, unit_price_usd: "0.015"}
     ingest_keys: [%s]
   - id: t-poc
     plan: poc_pro
-    purchased: 2026-01-01
+    purchased: PURCHASED
     time_zone: Europe/Berlin
     testing_apps: [poc-app, poc-app-2]
     ingest_keys: [%s]
@@ -135,16 +145,16 @@ func generate(rng *rand.Rand, now time.Time, devicesPer int) *traffic {
 	bad := []line{
 		{"t-shanghai", `{"tenant_id":"t-shanghai","app_id":"sh-super","guid":"x",`, "bad_json"},
 		{"t-shanghai", `"just a string"`, "bad_json"},
-		{"t-shanghai", `{"tenant_id":"t-shanghai","app_id":"sh-super","event":"open","mini_program_id":"m","ts":"2026-11-01T00:00:00Z"}`, "missing_field"},
-		{"t-shanghai", `{"tenant_id":"t-shanghai","app_id":"sh-super","guid":42,"event":"open","mini_program_id":"m","ts":"2026-11-01T00:00:00Z"}`, "bad_field"},
-		{"t-newyork", `{"tenant_id":"t-newyork","app_id":"ny-super","guid":"bad-type","event":"install","ts":"2026-11-01T00:00:00Z"}`, "bad_event_type"},
-		{"t-newyork", `{"tenant_id":"t-newyork","app_id":"ny-super","guid":"no-mp","event":"open","ts":"2026-11-01T00:00:00Z"}`, "missing_field"},
+		{"t-shanghai", `{"tenant_id":"t-shanghai","app_id":"sh-super","event":"open","mini_program_id":"m","ts":"` + hourAgo + `"}`, "missing_field"},
+		{"t-shanghai", `{"tenant_id":"t-shanghai","app_id":"sh-super","guid":42,"event":"open","mini_program_id":"m","ts":"` + hourAgo + `"}`, "bad_field"},
+		{"t-newyork", `{"tenant_id":"t-newyork","app_id":"ny-super","guid":"bad-type","event":"install","ts":"` + hourAgo + `"}`, "bad_event_type"},
+		{"t-newyork", `{"tenant_id":"t-newyork","app_id":"ny-super","guid":"no-mp","event":"open","ts":"` + hourAgo + `"}`, "missing_field"},
 		{"t-newyork", `{"tenant_id":"t-newyork","app_id":"sh-super","guid":"wrong-app","event":"search","ts":"` + hourAgo + `"}`, "unknown_app"},
 		{"t-newyork", `{"tenant_id":"t-nobody","app_id":"x","guid":"who","event":"search","ts":"` + hourAgo + `"}`, "tenant_mismatch"},
 		{"t-newyork", `{"tenant_id":"t-shanghai","app_id":"sh-super","guid":"cross","event":"search","ts":"` + hourAgo + `"}`, "tenant_mismatch"},
 		{"t-auckland", `{"tenant_id":"t-auckland","app_id":"nz-super","guid":"old","event":"search","ts":"` + now.Add(-40*24*time.Hour).Format(time.RFC3339) + `"}`, "ts_too_old"},
 		{"t-auckland", `{"tenant_id":"t-auckland","app_id":"nz-super","guid":"future","event":"search","ts":"` + now.Add(time.Hour).Format(time.RFC3339) + `"}`, "ts_in_future"},
-		{"t-auckland", `{"tenant_id":"t-auckland","app_id":"nz-super","guid":"no-offset","event":"search","ts":"2026-11-01T00:00:00"}`, "bad_field"},
+		{"t-auckland", `{"tenant_id":"t-auckland","app_id":"nz-super","guid":"no-offset","event":"search","ts":"` + now.Add(-time.Hour).UTC().Format("2006-01-02T15:04:05") + `"}`, "bad_field"},
 	}
 	for i := 0; i < len(all)/100; i++ {
 		all = append(all, bad[i%len(bad)])
@@ -437,7 +447,7 @@ func (p *pipeline) check(t *testing.T, tr *traffic) {
 func TestEndToEnd(t *testing.T) {
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d", seed)
-	tr := generate(rand.New(rand.NewPCG(seed, 1)), time.Now(), 34_000)
+	tr := generate(rand.New(rand.NewPCG(seed, 1)), clockNow(), 34_000)
 	if tr.events < 200_000 {
 		t.Fatalf("generated %d events, want at least 200,000", tr.events)
 	}
@@ -452,7 +462,7 @@ func TestEndToEnd(t *testing.T) {
 	checkReadAuth(t, p, p.countURL, "mau")
 	// A read key never ingests, on the real gateway: 401 and nothing accepted.
 	for _, key := range []string{p.readKeys["t-newyork"], p.operator} {
-		err := post(p.ingestURL+"/v1/events", key, []line{{tenant: "t-newyork", json: `{"tenant_id":"t-newyork","app_id":"ny-super","guid":"read-key","event":"search","ts":"` + time.Now().UTC().Format(time.RFC3339) + `"}`}})
+		err := post(p.ingestURL+"/v1/events", key, []line{{tenant: "t-newyork", json: `{"tenant_id":"t-newyork","app_id":"ny-super","guid":"read-key","event":"search","ts":"` + clockNow().UTC().Format(time.RFC3339) + `"}`}})
 		if err == nil || !strings.Contains(err.Error(), "401") {
 			t.Errorf("POST /v1/events with a %.4s… key: %v, want 401", key, err)
 		}
@@ -515,7 +525,7 @@ func TestCounterKilled(t *testing.T) {
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d", seed)
 	rng := rand.New(rand.NewPCG(seed, 2))
-	tr := generate(rng, time.Now(), 34_000)
+	tr := generate(rng, clockNow(), 34_000)
 	p := startPipeline(t, "killed")
 	killAt := []float64{0.15 + 0.1*rng.Float64(), 0.45 + 0.1*rng.Float64(), 0.75 + 0.1*rng.Float64()}
 	var mu sync.Mutex
@@ -552,7 +562,7 @@ func TestCounterKilled(t *testing.T) {
 func TestTwoCounters(t *testing.T) {
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d", seed)
-	tr := generate(rand.New(rand.NewPCG(seed, 3)), time.Now(), 8_000)
+	tr := generate(rand.New(rand.NewPCG(seed, 3)), clockNow(), 8_000)
 	p := startPipeline(t, "two")
 	secondAddr := freeAddr(t)
 	second := startProc(t, "count-2", p.env, "count", "--http-addr", secondAddr)

@@ -16,15 +16,29 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/maumeter/maumeter/internal/clock"
 )
 
 var (
 	binary      string // the maumeter binary built by TestMain
 	brokers     = os.Getenv("MAUMETER_KAFKA_BROKERS")
 	clickhouseA = os.Getenv("MAUMETER_CLICKHOUSE_ADDR")
+	// clockNow is the clock of the tests and of every maumeter process they start: the wall
+	// clock, or with MAUMETER_FAKE_NOW an offset clock that TestMain pins
+	// (MAUMETER_FAKE_NOW_AT, see internal/clock), so that the processes, which inherit the
+	// environment, read the same clock as the test whenever they start or restart. Every
+	// date a test derives (event ts, months, purchase days) comes from it.
+	clockNow func() time.Time
 )
 
 func TestMain(m *testing.M) {
+	var err error
+	if clockNow, err = clock.Pin(); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e:", err)
+		os.Exit(1)
+	}
+	catalogue = catalogueAt(clockNow())
 	if brokers == "" || clickhouseA == "" {
 		if os.Getenv("MAUMETER_REQUIRE_SERVICES") == "1" {
 			fmt.Fprintln(os.Stderr, "e2e: MAUMETER_KAFKA_BROKERS and MAUMETER_CLICKHOUSE_ADDR are required (run `make test`)")
@@ -32,6 +46,9 @@ func TestMain(m *testing.M) {
 		}
 		fmt.Fprintln(os.Stderr, "e2e: skipped: no real services (run `make test`, which starts Kafka and ClickHouse)")
 		os.Exit(0)
+	}
+	if v := os.Getenv(clock.Env); v != "" {
+		fmt.Fprintf(os.Stderr, "e2e: the clock reads %s (%s=%s)\n", clockNow().UTC().Format(time.RFC3339), clock.Env, v)
 	}
 	dir, err := os.MkdirTemp("", "maumeter-e2e-bin-")
 	if err != nil {

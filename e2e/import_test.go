@@ -24,7 +24,7 @@ func TestImport(t *testing.T) {
 	tr := &traffic{truth: map[string]map[string]map[string]bool{}}
 	var lines []string
 	badAt := map[int]string{} // 1-based line number → reason
-	now := time.Now()
+	now := clockNow()
 	// Four months back: far outside the ingest window, so only import may carry these.
 	from := time.Date(now.Year(), now.Month()-4, 1, 0, 0, 0, 0, time.UTC)
 	to := from.AddDate(0, 2, 0)
@@ -43,9 +43,9 @@ func TestImport(t *testing.T) {
 	}
 	rng.Shuffle(len(lines), func(i, j int) { lines[i], lines[j] = lines[j], lines[i] })
 	bad := []struct{ line, reason string }{
-		{`{"tenant_id":"t-newyork","app_id":"ny-super","guid":"x","event":"launch","ts":"2026-01-01T00:00:00Z"}`, "bad_event_type"},
+		{`{"tenant_id":"t-newyork","app_id":"ny-super","guid":"x","event":"launch","ts":"` + from.Format(time.RFC3339) + `"}`, "bad_event_type"},
 		{`not json at all`, "bad_json"},
-		{`{"tenant_id":"t-newyork","app_id":"nz-super","guid":"x","event":"search","ts":"2026-01-01T00:00:00Z"}`, "unknown_app"},
+		{`{"tenant_id":"t-newyork","app_id":"nz-super","guid":"x","event":"search","ts":"` + from.Format(time.RFC3339) + `"}`, "unknown_app"},
 		{`{"tenant_id":"t-newyork","app_id":"ny-super","guid":"x","event":"search","ts":"` + now.Add(time.Hour).Format(time.RFC3339) + `"}`, "ts_in_future"},
 	}
 	for i, b := range bad {

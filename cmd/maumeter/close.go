@@ -19,8 +19,8 @@ import (
 
 // runClose closes a month (or restates it when it is closed and has new devices) for one tenant
 // or all, once the counters have consumed everything Kafka holds now.
-func runClose(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	o := &options{}
+func runClose(ctx context.Context, now func() time.Time, args []string, stdout, stderr io.Writer) error {
+	o := &options{now: now}
 	fs := flag.NewFlagSet("close", flag.ContinueOnError)
 	o.commonFlags(fs)
 	o.kafkaFlags(fs)
@@ -75,7 +75,7 @@ func openCloser(ctx context.Context, o *options, catalog *tenant.Catalog, log *s
 	if err != nil {
 		return nil, nil, err
 	}
-	closer, err := count.NewCloser(o.closeConfig(), brokers, o.topic, o.group, catalog, store, time.Now, log, prometheus.NewRegistry())
+	closer, err := count.NewCloser(o.closeConfig(), brokers, o.topic, o.group, catalog, store, o.now, log, prometheus.NewRegistry())
 	if err != nil {
 		store.Close()
 		return nil, nil, err

@@ -4,11 +4,13 @@ import (
 	"context"
 	_ "embed"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
+	"regexp"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -28,6 +30,30 @@ import (
 //go:embed demo_tenants.yaml
 var demoTenants []byte
 
+// demoWrittenFor is the month demo_tenants.yaml's purchase days were written for.
+var demoWrittenFor = calendar.Month{Year: 2026, Month: time.December}
+
+var purchasedDay = regexp.MustCompile(`(\bpurchased: *)(\d{4}-\d{2}-\d{2})\b`) // block or flow style
+
+// demoCatalogue is the demo's tenant catalogue with every purchase day moved by the months
+// between demoWrittenFor and now's month (UTC): the plans are as old at every run of the demo,
+// and never expired.
+func demoCatalogue(now time.Time) ([]byte, error) {
+	y, m, _ := now.UTC().Date()
+	months := (y-demoWrittenFor.Year)*12 + int(m-demoWrittenFor.Month)
+	var errs []error
+	out := purchasedDay.ReplaceAllFunc(demoTenants, func(field []byte) []byte {
+		sub := purchasedDay.FindSubmatch(field)
+		d, err := time.Parse(time.DateOnly, string(sub[2]))
+		if err != nil || d.Day() > 28 {
+			errs = append(errs, fmt.Errorf("demo_tenants.yaml: %q: want a date with a day at most 28", sub[2]))
+			return field
+		}
+		return fmt.Appendf(nil, "%s%s", sub[1], d.AddDate(0, months, 0).Format(time.DateOnly))
+	})
+	return out, errors.Join(errs...)
+}
+
 // demoDevices is how many devices each demo tenant gets at --scale 1: enough to cross the Pro
 // quota and show an overage, and to run into the POC cap (the gateway then refuses new devices).
 var demoDevices = map[string]int{"acme": 250_000, "globex": 80_000, "initech": 260}
@@ -36,8 +62,8 @@ var demoDevices = map[string]int{"acme": 250_000, "globex": 80_000, "initech": 2
 // --clickhouse-addr, sends generated traffic over HTTP, waits until the counter has consumed
 // all of it, and prints MAU and the bill per tenant-month beside the truth the generator kept:
 // the devices of the events the gateway accepted (a full POC month refuses new devices).
-func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	o := &options{migrate: true}
+func runDemo(ctx context.Context, now func() time.Time, args []string, stdout, stderr io.Writer) error {
+	o := &options{now: now, migrate: true}
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
 	o.commonFlags(fs)
 	o.clickhouseFlags(fs)
@@ -71,7 +97,11 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 				return err
 			}
 			defer os.Remove(f.Name())
-			if _, err := f.Write(demoTenants); err != nil {
+			data, err := demoCatalogue(o.now())
+			if err != nil {
+				return err
+			}
+			if _, err := f.Write(data); err != nil {
 				return err
 			}
 			f.Close()
@@ -88,7 +118,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	// The demo is its own SDK and its own reader: one fresh ingest key and one read key per
 	// tenant, known to this process only.
 	var keys, readKeys map[string]string
-	if s.keys, s.readKeys, keys, readKeys, err = demoKeys(s.catalog); err != nil {
+	if s.keys, s.readKeys, keys, readKeys, err = demoKeys(s.catalog, o.now().UTC()); err != nil {
 		return err
 	}
 	ctx, cancel := context.WithCancel(ctx)
@@ -113,12 +143,12 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	// 30 days back: the traffic always spans the end of the last month (the gateway takes
 	// events up to 35 days old), which the demo closes and rates.
-	now := time.Now()
-	from := now.Add(-30 * 24 * time.Hour)
-	fmt.Fprintf(stdout, "sending generated traffic for %d tenants from %s to %s over HTTP...\n", len(tenants), from.Format(time.DateOnly), now.Format(time.DateOnly))
+	to := o.now()
+	from := to.Add(-30 * 24 * time.Hour)
+	fmt.Fprintf(stdout, "sending generated traffic for %d tenants from %s to %s over HTTP...\n", len(tenants), from.Format(time.DateOnly), to.Format(time.DateOnly))
 	st, err := loadgen.Run(ctx, loadgen.Config{
 		URL: "http://" + addr + "/v1/events", Keys: keys, Tenants: tenants, EventsPer: *eventsPer,
-		From: from, To: now, Batch: 1000, Concurrency: 4, Seed: 42,
+		From: from, To: to, Batch: 1000, Concurrency: 4, Seed: 42,
 	}, &http.Client{Timeout: 30 * time.Second})
 	if err != nil {
 		return fmt.Errorf("loadgen: %w", err)
@@ -195,7 +225,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	// Close every tenant-month that has ended in its tenant's zone, as `maumeter close` would,
 	// and let the rater of this process invoice it from the rollups topic.
-	closer, err := count.NewCloser(o.closeConfig(), s.brokers, o.topic, o.group, s.catalog, s.store, time.Now, s.log, prometheus.NewRegistry())
+	closer, err := count.NewCloser(o.closeConfig(), s.brokers, o.topic, o.group, s.catalog, s.store, o.now, s.log, prometheus.NewRegistry())
 	if err != nil {
 		return err
 	}
@@ -223,7 +253,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 					r.TenantID, r.Month, t.Plan, limit, n))
 			}
 		}
-		if now.Before(month.End(t.Location())) {
+		if to.Before(month.End(t.Location())) {
 			open = append(open, r)
 			continue
 		}

@@ -31,7 +31,7 @@ key: add the new one, move its users to it, remove the old one; running roles re
 when the file changes (--keys-reload), no restart needed.`
 
 // runKeys manages the API's keys: they live in the tenant catalogue, hashed.
-func runKeys(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+func runKeys(ctx context.Context, now func() time.Time, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 		fmt.Fprintln(stderr, keysUsage)
 		if len(args) == 0 {
@@ -39,7 +39,7 @@ func runKeys(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		}
 		return nil
 	}
-	o := &options{}
+	o := &options{now: now}
 	fs := flag.NewFlagSet("keys "+args[0], flag.ContinueOnError)
 	o.commonFlags(fs)
 	switch args[0] {
@@ -64,9 +64,9 @@ func runKeys(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		if err != nil {
 			return err
 		}
-		now := time.Now().UTC()
+		created := now().UTC()
 		if *operator {
-			key, entry, err := tenant.NewOperatorKey(rand.Reader, now)
+			key, entry, err := tenant.NewOperatorKey(rand.Reader, created)
 			if err != nil {
 				return err
 			}
@@ -80,7 +80,7 @@ func runKeys(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			return fmt.Errorf("%w: tenant %q is not in %s", errUsage, *id, o.tenants)
 		}
 		if *read {
-			key, entry, err := tenant.NewReadKey(rand.Reader, t, now)
+			key, entry, err := tenant.NewReadKey(rand.Reader, t, created)
 			if err != nil {
 				return err
 			}
@@ -95,7 +95,7 @@ func runKeys(ctx context.Context, args []string, stdout, stderr io.Writer) error
 				scope = append(scope, a)
 			}
 		}
-		key, entry, err := tenant.NewKey(rand.Reader, t, scope, now)
+		key, entry, err := tenant.NewKey(rand.Reader, t, scope, created)
 		if err != nil {
 			return fmt.Errorf("%w: %v", errUsage, err)
 		}
@@ -195,18 +195,18 @@ func parseKeyList(s string) (map[string]string, error) {
 
 // demoKeys makes one ingest key and one read key per tenant of c for a process that also runs
 // the gateway and the reads (the demo): the keyrings are the catalogue's keys plus these, and
-// the keys go to the load generator and to the demo's own reads.
-func demoKeys(c *tenant.Catalog) (ingest *tenant.Keyring, read *tenant.ReadKeyring, ingestKeys, readKeys map[string]string, err error) {
+// the keys go to the load generator and to the demo's own reads. created is their creation time.
+func demoKeys(c *tenant.Catalog, created time.Time) (ingest *tenant.Keyring, read *tenant.ReadKeyring, ingestKeys, readKeys map[string]string, err error) {
 	keys, rkeys := c.Keys(), c.ReadKeys()
 	ingestKeys, readKeys = map[string]string{}, map[string]string{}
 	for _, t := range c.Tenants {
-		key, entry, err := tenant.NewKey(rand.Reader, t, nil, time.Now().UTC())
+		key, entry, err := tenant.NewKey(rand.Reader, t, nil, created)
 		if err != nil {
 			return nil, nil, nil, nil, err
 		}
 		keys = append(keys, entry)
 		ingestKeys[t.ID] = key
-		rkey, rentry, err := tenant.NewReadKey(rand.Reader, t, time.Now().UTC())
+		rkey, rentry, err := tenant.NewReadKey(rand.Reader, t, created)
 		if err != nil {
 			return nil, nil, nil, nil, err
 		}

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 const keysCatalogue = `tenants:
@@ -30,7 +31,8 @@ operator_keys: [%s]
 func keysCmd(t *testing.T, file string, args ...string) (string, string, error) {
 	t.Helper()
 	var stdout, stderr bytes.Buffer
-	err := runKeys(context.Background(), append(args, "--tenants", file), &stdout, &stderr)
+	now := func() time.Time { return time.Date(2026, 11, 25, 9, 0, 0, 0, time.UTC) } // the keys' created date
+	err := runKeys(context.Background(), now, append(args, "--tenants", file), &stdout, &stderr)
 	return stdout.String(), stderr.String(), err
 }
 

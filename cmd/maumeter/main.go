@@ -15,13 +15,17 @@ import (
 	"sort"
 	"strings"
 	"syscall"
+	"time"
 	_ "time/tzdata" // billing time zones must resolve in minimal images too
+
+	"github.com/maumeter/maumeter/internal/clock"
 )
 
 type command struct {
 	name    string
 	summary string
-	run     func(ctx context.Context, args []string, stdout, stderr io.Writer) error
+	// run runs the command; now is the process clock (internal/clock, read once in main).
+	run func(ctx context.Context, now func() time.Time, args []string, stdout, stderr io.Writer) error
 }
 
 var commands = []command{
@@ -46,10 +50,17 @@ var errUsage = errors.New("usage")
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
+	// The one clock of the process, read once: every calendar decision of every role takes it
+	// (internal/clock; MAUMETER_FAKE_NOW sets it ahead for tests).
+	now, err := clock.FromEnv()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "maumeter: %v\n", err)
+		os.Exit(2)
+	}
+	os.Exit(run(ctx, now, os.Args[1:], os.Stdout, os.Stderr))
 }
 
-func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+func run(ctx context.Context, now func() time.Time, args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 		usage(stderr)
 		if len(args) == 0 {
@@ -61,7 +72,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		if c.name != args[0] {
 			continue
 		}
-		err := c.run(ctx, args[1:], stdout, stderr)
+		err := c.run(ctx, now, args[1:], stdout, stderr)
 		switch {
 		case err == nil:
 			return 0

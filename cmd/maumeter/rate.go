@@ -26,8 +26,8 @@ func (o *options) rateFlags(fs *flag.FlagSet) {
 // runRate runs the rater (no --month: consume the rollups topic and write invoices until
 // stopped), rates stored rollups that have no invoice (--stored), or prints the statements of a
 // month (--month).
-func runRate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	o := &options{}
+func runRate(ctx context.Context, now func() time.Time, args []string, stdout, stderr io.Writer) error {
+	o := &options{now: now}
 	fs := flag.NewFlagSet("rate", flag.ContinueOnError)
 	o.commonFlags(fs)
 	o.kafkaFlags(fs)
@@ -73,7 +73,7 @@ func runRate(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		if err != nil {
 			return err
 		}
-		r, err := rate.New(rate.Config{}, catalog, plans, store, time.Now, log, prometheus.NewRegistry())
+		r, err := rate.New(rate.Config{}, catalog, plans, store, o.now, log, prometheus.NewRegistry())
 		if err != nil {
 			return err
 		}
@@ -102,8 +102,8 @@ func forTenant(t string) string {
 
 // runAudit exports the devices billed on a tenant-month's invoice as CSV: the answer to a
 // disputed bill. The row count equals the invoice's MAU, and the command checks it.
-func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	o := &options{}
+func runAudit(ctx context.Context, now func() time.Time, args []string, stdout, stderr io.Writer) error {
+	o := &options{now: now}
 	fs := flag.NewFlagSet("audit", flag.ContinueOnError)
 	o.commonFlags(fs)
 	o.clickhouseFlags(fs)

@@ -9,11 +9,13 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/maumeter/maumeter/internal/clock"
 	"github.com/maumeter/maumeter/pipeline/api"
 	"github.com/maumeter/maumeter/pipeline/bus"
 	"github.com/maumeter/maumeter/pipeline/caps"
@@ -28,6 +30,7 @@ import (
 
 // options are the flags shared by the roles. Each is also read from MAUMETER_<FLAG>.
 type options struct {
+	now            func() time.Time // the process clock: every calendar decision (internal/clock)
 	logLevel       string
 	tenants        string
 	plans          string
@@ -206,6 +209,10 @@ func build(ctx context.Context, o *options, parts roleParts, stderr io.Writer) (
 		return nil, err
 	}
 	log.Info("catalogues loaded", "tenants_file", o.tenants, "tenants", len(s.catalog.Tenants), "plans", s.plans.Name())
+	if v := os.Getenv(clock.Env); v != "" {
+		log.Warn("the clock is set for tests: months, windows and invoices follow it, not the wall clock",
+			clock.Env, v, clock.EnvAt, os.Getenv(clock.EnvAt), "now", o.now().UTC().Format(time.RFC3339))
+	}
 	if s.brokers, err = o.brokers(); err != nil {
 		return nil, err
 	}
@@ -235,14 +242,14 @@ func build(ctx context.Context, o *options, parts roleParts, stderr io.Writer) (
 	if parts.ingest {
 		s.producer = bus.NewProducer(s.brokers, o.topic)
 		s.closers = append(s.closers, func() { s.producer.Close() })
-		s.caps, err = caps.NewState(caps.StateConfig{Brokers: s.brokers, Topic: o.capsTopic, Window: o.maxEventAge}, s.catalog, s.plans, time.Now, log, s.reg)
+		s.caps, err = caps.NewState(caps.StateConfig{Brokers: s.brokers, Topic: o.capsTopic, Window: o.maxEventAge}, s.catalog, s.plans, o.now, log, s.reg)
 		if err != nil {
 			return nil, err
 		}
 	}
 	if parts.count {
 		pub, err := caps.NewPublisher(caps.PublisherConfig{Brokers: s.brokers, Topic: o.capsTopic, Interval: o.capInterval,
-			Window: o.maxEventAge}, s.catalog, s.plans, s.store, time.Now, log, s.reg)
+			Window: o.maxEventAge}, s.catalog, s.plans, s.store, o.now, log, s.reg)
 		if err != nil {
 			return nil, err
 		}
@@ -251,7 +258,7 @@ func build(ctx context.Context, o *options, parts roleParts, stderr io.Writer) (
 			FlushInterval: o.flushInterval, CheckpointInterval: o.checkpoint,
 			SessionTimeout: o.sessionTimeout, RebalanceTimeout: o.sessionTimeout,
 			Close: o.closeConfig(), LeaderTasks: []func(context.Context){pub.Run},
-		}, s.catalog, s.store, time.Now, log, s.reg)
+		}, s.catalog, s.store, o.now, log, s.reg)
 		if err != nil {
 			return nil, err
 		}
@@ -259,7 +266,7 @@ func build(ctx context.Context, o *options, parts roleParts, stderr io.Writer) (
 	if parts.rate {
 		// The rater prices with the plan catalogue; the tenants were checked against it above.
 		s.rater, err = rate.New(rate.Config{Brokers: s.brokers, RollupsTopic: o.rollupsTopic, Group: o.rateGroup},
-			s.catalog, s.plans, s.store, time.Now, log, s.reg)
+			s.catalog, s.plans, s.store, o.now, log, s.reg)
 		if err != nil {
 			return nil, err
 		}
@@ -305,13 +312,13 @@ func setupInfra(ctx context.Context, o *options, brokers []string, store *chstor
 
 // handler returns the HTTP surface of the stack.
 func (s *stack) handler(o *options) (http.Handler, error) {
-	cfg := api.Config{Catalog: s.catalog, Gatherer: s.reg, Now: time.Now, Log: s.log}
+	cfg := api.Config{Catalog: s.catalog, Gatherer: s.reg, Now: o.now, Log: s.log}
 	if s.producer != nil {
 		h, err := ingest.New(ingest.Config{
 			Bounds:      event.Bounds{MaxAge: o.maxEventAge, MaxFuture: o.maxEventFuture},
 			TenantLimit: tenant.IngestLimit{EventsPerSecond: o.tenantRate, Burst: o.tenantBurst},
 			MaxInFlight: o.maxInFlight,
-		}, s.catalog, s.producer, s.caps, time.Now, s.log, s.reg)
+		}, s.catalog, s.producer, s.caps, o.now, s.log, s.reg)
 		if err != nil {
 			return nil, err
 		}
@@ -435,8 +442,8 @@ func runRoles(ctx context.Context, o *options, s *stack, ready chan<- string) er
 	return first
 }
 
-func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	o := &options{}
+func runServe(ctx context.Context, now func() time.Time, args []string, stdout, stderr io.Writer) error {
+	o := &options{now: now}
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	o.commonFlags(fs)
 	o.kafkaFlags(fs)
@@ -460,8 +467,8 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	return runRoles(ctx, o, s, nil)
 }
 
-func runIngest(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	o := &options{}
+func runIngest(ctx context.Context, now func() time.Time, args []string, stdout, stderr io.Writer) error {
+	o := &options{now: now}
 	fs := flag.NewFlagSet("ingest", flag.ContinueOnError)
 	o.commonFlags(fs)
 	o.kafkaFlags(fs)
@@ -481,8 +488,8 @@ func runIngest(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	return runRoles(ctx, o, s, nil)
 }
 
-func runCount(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	o := &options{}
+func runCount(ctx context.Context, now func() time.Time, args []string, stdout, stderr io.Writer) error {
+	o := &options{now: now}
 	fs := flag.NewFlagSet("count", flag.ContinueOnError)
 	o.commonFlags(fs)
 	o.kafkaFlags(fs)
@@ -503,8 +510,8 @@ func runCount(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	return runRoles(ctx, o, s, nil)
 }
 
-func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	o := &options{migrate: true}
+func runMigrate(ctx context.Context, now func() time.Time, args []string, stdout, stderr io.Writer) error {
+	o := &options{now: now, migrate: true}
 	fs := flag.NewFlagSet("migrate", flag.ContinueOnError)
 	o.commonFlags(fs)
 	o.kafkaFlags(fs)
@@ -523,7 +530,7 @@ func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	return nil
 }
 
-func runHealthcheck(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+func runHealthcheck(ctx context.Context, _ func() time.Time, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("healthcheck", flag.ContinueOnError)
 	url := fs.String("url", "http://127.0.0.1:8080/healthz", "URL that must answer 200")
 	if err := parseFlags(fs, args, stderr); err != nil {

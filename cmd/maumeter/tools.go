@@ -26,8 +26,8 @@ import (
 // runImport backfills an NDJSON file through the events topic. Historical ts are allowed; ts in
 // the future beyond --max-event-future are not. Exit status 3 when some lines were rejected (the
 // rest went through), 1 when the import itself failed.
-func runImport(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	o := &options{}
+func runImport(ctx context.Context, now func() time.Time, args []string, stdout, stderr io.Writer) error {
+	o := &options{now: now}
 	fs := flag.NewFlagSet("import", flag.ContinueOnError)
 	o.commonFlags(fs)
 	o.kafkaFlags(fs)
@@ -90,7 +90,7 @@ func runImport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		if len(strings.TrimSpace(string(line))) == 0 {
 			continue
 		}
-		e, rj := event.Parse(line, time.Now(), bounds)
+		e, rj := event.Parse(line, o.now(), bounds)
 		if rj == nil {
 			rj = ingest.CheckCatalog(catalog, &e)
 		}
@@ -136,7 +136,7 @@ func runImport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		for tm := range touched {
 			t, _ := catalog.Tenant(tm.TenantID)
 			m, _ := calendar.ParseMonth(tm.Month)
-			if !time.Now().Before(closer.CloseAt(t, m)) {
+			if !o.now().Before(closer.CloseAt(t, m)) {
 				due = append(due, tm)
 			}
 		}
@@ -154,8 +154,8 @@ func runImport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 }
 
 // runMAU prints the exact MAU of every tenant-month from ClickHouse.
-func runMAU(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	o := &options{}
+func runMAU(ctx context.Context, now func() time.Time, args []string, stdout, stderr io.Writer) error {
+	o := &options{now: now}
 	fs := flag.NewFlagSet("mau", flag.ContinueOnError)
 	o.clickhouseFlags(fs)
 	fs.StringVar(&o.logLevel, "log-level", "warn", "debug, info, warn or error")
@@ -184,8 +184,8 @@ func runMAU(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 }
 
 // runLoadgen sends generated traffic for every tenant of the catalogue to an ingest endpoint.
-func runLoadgen(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	o := &options{}
+func runLoadgen(ctx context.Context, now func() time.Time, args []string, stdout, stderr io.Writer) error {
+	o := &options{now: now}
 	fs := flag.NewFlagSet("loadgen", flag.ContinueOnError)
 	o.commonFlags(fs)
 	url := fs.String("url", "http://127.0.0.1:8080/v1/events", "ingest endpoint")
@@ -210,10 +210,10 @@ func runLoadgen(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	for _, t := range catalog.Tenants {
 		tenants = append(tenants, loadgen.Tenant{ID: t.ID, Apps: appsOf(t), Location: t.Location(), Devices: *devices})
 	}
-	now := time.Now()
+	at := o.now()
 	st, err := loadgen.Run(ctx, loadgen.Config{
 		URL: *url, Keys: keys, Tenants: tenants, EventsPer: *eventsPer, Batch: *batch, Concurrency: *conc,
-		From: now.Add(-time.Duration(*days) * 24 * time.Hour), To: now, Seed: uint64(now.UnixNano()),
+		From: at.Add(-time.Duration(*days) * 24 * time.Hour), To: at, Seed: uint64(at.UnixNano()),
 	}, &http.Client{Timeout: 30 * time.Second})
 	fmt.Fprintf(stdout, "sent %d events in %d requests (%d retries), %d accepted, %d refused with poc_cap_reached, in %s (%.0f events/s)\n",
 		st.Events, st.Requests, st.Retries, st.Accepted, st.Rejected, st.Elapsed.Round(time.Millisecond), float64(st.Accepted)/st.Elapsed.Seconds())

@@ -29,6 +29,7 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
+	"github.com/maumeter/maumeter/internal/clock"
 	"github.com/maumeter/maumeter/pipeline/bus"
 	"github.com/maumeter/maumeter/pkg/event"
 	"github.com/maumeter/maumeter/pkg/tenant"
@@ -38,6 +39,8 @@ var (
 	brokers = os.Getenv("MAUMETER_KAFKA_BROKERS")
 	script  = os.Getenv("MAUMETER_KAFKA_SCRIPT")
 	datadir = os.Getenv("MAUMETER_KAFKA_DATADIR")
+	// clockNow is the clock of the test and of the gateway it starts (see e2e/harness_test.go).
+	clockNow func() time.Time
 )
 
 func TestMain(m *testing.M) {
@@ -47,6 +50,11 @@ func TestMain(m *testing.M) {
 	}
 	if brokers == "" || script == "" || datadir == "" {
 		fmt.Fprintln(os.Stderr, "outage: MAUMETER_KAFKA_BROKERS, MAUMETER_KAFKA_SCRIPT and MAUMETER_KAFKA_DATADIR are required (scripts/with-services.sh --kafka)")
+		os.Exit(1)
+	}
+	var err error
+	if clockNow, err = clock.Pin(); err != nil {
+		fmt.Fprintln(os.Stderr, "outage:", err)
 		os.Exit(1)
 	}
 	os.Exit(m.Run())
@@ -76,13 +84,15 @@ func TestNoAcknowledgedEventLostWhileKafkaRestarts(t *testing.T) {
 	}
 
 	// A tenant with a key, as `maumeter keys new` makes them.
-	const skeleton = "tenants:\n  - {id: acme, plan: pro, purchased: 2026-01-01, apps: [acme-super], ingest_keys: [%s]}\n"
+	// Its plan was bought a month ago, whatever the date.
+	skeleton := "tenants:\n  - {id: acme, plan: pro, purchased: " + clockNow().AddDate(0, -1, 0).UTC().Format(time.DateOnly) +
+		", apps: [acme-super], ingest_keys: [%s]}\n"
 	cat, err := tenant.Parse("t.yaml", fmt.Appendf(nil, skeleton, ""))
 	if err != nil {
 		t.Fatal(err)
 	}
 	acme, _ := cat.Tenant("acme")
-	key, entry, err := tenant.NewKey(rand.Reader, acme, nil, time.Now())
+	key, entry, err := tenant.NewKey(rand.Reader, acme, nil, clockNow())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -155,7 +165,7 @@ func TestNoAcknowledgedEventLostWhileKafkaRestarts(t *testing.T) {
 			for b := 0; !stop.Load(); b++ {
 				r := result{phase: phase.Load().(string)}
 				var body bytes.Buffer
-				ts := time.Now().Add(-time.Minute).UTC().Format(time.RFC3339Nano)
+				ts := clockNow().Add(-time.Minute).UTC().Format(time.RFC3339Nano)
 				for i := range batch {
 					g := fmt.Sprintf("c%d-b%d-e%d", c, b, i)
 					r.guids = append(r.guids, g)

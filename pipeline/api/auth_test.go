@@ -154,7 +154,7 @@ func TestOpenOperations(t *testing.T) {
 // Without an Auth the router refuses every read rather than serving it.
 func TestNoAuthRefusesReads(t *testing.T) {
 	cat, keys := testCatalog(t)
-	h := New(Config{Catalog: cat, MAU: fixedMAU(1), Invoices: fixedInvoices{}, Gatherer: prometheus.NewRegistry(), Now: time.Now})
+	h := New(Config{Catalog: cat, MAU: fixedMAU(1), Invoices: fixedInvoices{}, Gatherer: prometheus.NewRegistry(), Now: fixedNow})
 	for _, url := range []string{"/v1/tenants/acme/mau", "/v1/tenants/acme/invoices"} {
 		if rec := get(h, url, "Bearer "+keys.operator); rec.Code != http.StatusUnauthorized {
 			t.Errorf("GET %s with no Auth configured = %d, want 401", url, rec.Code)
@@ -190,6 +190,10 @@ func TestReadKeysNeverIngest(t *testing.T) {
 	f("acme's ingest key", keys.acmeIngest, 200)
 }
 
+// fixedNow is the clock of the tests whose catalogue's fixed purchase days must not meet the
+// wall clock.
+func fixedNow() time.Time { return time.Date(2026, 10, 31, 16, 30, 0, 0, time.UTC) }
+
 // TestReadKeysReload edits the catalogue file: a new read key works without a restart, a
 // removed one stops working, and a broken file keeps the keys in force.
 func TestReadKeysReload(t *testing.T) {
@@ -200,19 +204,26 @@ func TestReadKeysReload(t *testing.T) {
 		t.Fatal(err)
 	}
 	path := filepath.Join(t.TempDir(), "tenants.yaml")
-	write := func(readKeys string) {
+	// The file is replaced atomically (a temporary file renamed over it), as the watcher asks.
+	replace := func(data []byte) {
 		t.Helper()
-		data := fmt.Sprintf(testTenants, "", readKeys, "", "")
-		if err := os.WriteFile(path, []byte(data), 0o644); err != nil {
+		if err := os.WriteFile(path+".tmp", data, 0o644); err != nil {
 			t.Fatal(err)
 		}
+		if err := os.Rename(path+".tmp", path); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write := func(readKeys string) {
+		t.Helper()
+		replace(fmt.Appendf(nil, testTenants, "", readKeys, "", ""))
 	}
 	reg := prometheus.NewRegistry()
 	auth, err := NewAuth(cat.ReadKeyring(), slog.New(slog.DiscardHandler), reg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := New(Config{Catalog: cat, MAU: fixedMAU(7), Auth: auth, Gatherer: reg, Now: time.Now})
+	h := New(Config{Catalog: cat, MAU: fixedMAU(7), Auth: auth, Gatherer: reg, Now: fixedNow})
 	status := func(key string) int { return get(h, "/v1/tenants/acme/mau", "Bearer "+key).Code }
 	if status(keys.acmeRead) != 200 || status(newKey) != 401 {
 		t.Fatalf("before any reload: old key %d, new key %d; want 200, 401", status(keys.acmeRead), status(newKey))
@@ -239,9 +250,7 @@ func TestReadKeysReload(t *testing.T) {
 	if got := status(keys.operator); got != 401 {
 		t.Errorf("operator key removed from the file: %d, want 401", got)
 	}
-	if err := os.WriteFile(path, []byte("tenants: [}"), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	replace([]byte("tenants: [}"))
 	waitFor("broken file noticed", func() bool {
 		return counterValue(t, reg, "maumeter_read_key_reloads_total", "result", "error") == 1
 	})
@@ -293,7 +302,7 @@ func TestOpenAPIDocumentsReads(t *testing.T) {
 	_, stray := testCatalog(t)
 	newRouter := func(mau MAUReader, inv InvoiceReader) http.Handler {
 		return New(Config{Catalog: cat, MAU: mau, Invoices: inv, Auth: newAuth(cat.ReadKeyring(), nil), Gatherer: prometheus.NewRegistry(),
-			Now: func() time.Time { return time.Date(2026, 10, 31, 16, 30, 0, 0, time.UTC) }})
+			Now: fixedNow})
 	}
 	h, down := newRouter(fixedMAU(42), fixedInvoices{}), newRouter(failingReader{}, failingReader{})
 	for _, path := range []string{"/v1/tenants/{tenant}/mau", "/v1/tenants/{tenant}/invoices"} {

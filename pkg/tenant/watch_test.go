@@ -8,16 +8,26 @@ import (
 	"time"
 )
 
-// TestWatch: the first check applies the file, an unchanged file is not applied again, a change
+// writeAtomic replaces path with data as a writer of a watched file should: a temporary file
+// in the same directory renamed over it, so a reader sees the old content or the new, whole.
+func writeAtomic(t *testing.T, path string, data []byte) {
+	t.Helper()
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestWatch: the first content is applied, an unchanged file is not applied again, a change
 // is, an invalid file reports its error, and the parse options (a plan catalogue's ids) apply.
 func TestWatch(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "tenants.yaml")
 	write := func(plan string) {
 		t.Helper()
-		data := "tenants:\n  - {id: acme, plan: " + plan + ", purchased: 2026-01-01, apps: [a]}\n"
-		if err := os.WriteFile(path, []byte(data), 0o644); err != nil {
-			t.Fatal(err)
-		}
+		writeAtomic(t, path, []byte("tenants:\n  - {id: acme, plan: "+plan+", purchased: 2026-01-01, apps: [a]}\n"))
 	}
 	write("gold")
 	type result struct {
@@ -45,7 +55,7 @@ func TestWatch(t *testing.T) {
 		}
 	}
 	if r := next(); r.err != nil || r.plan != "gold" {
-		t.Fatalf("first check = %+v, want the file with plan gold", r)
+		t.Fatalf("first content = %+v, want the file with plan gold", r)
 	}
 	time.Sleep(50 * time.Millisecond)
 	select {
@@ -60,5 +70,26 @@ func TestWatch(t *testing.T) {
 	write("pro") // not among the known plans
 	if r := next(); r.err == nil {
 		t.Fatalf("a plan outside the known ones was applied: %+v", r)
+	}
+}
+
+// A content is applied once two checks in a row read it and it is not the one in force: a
+// half-written file read once (a writer between its truncate and its write) is never applied.
+func TestWatchSettled(t *testing.T) {
+	const a, b, torn = "tenants: [a]", "tenants: [b]", "tenants: ["
+	var s settled
+	for i, c := range []struct {
+		read  string
+		apply bool
+	}{
+		{a, false}, {a, true}, {a, false}, // the first content, on the second check; then in force
+		{"", false}, {b, false}, {b, true}, // a truncated file read once, then b twice
+		{torn, false}, {b, false}, {b, false}, // torn once, back to b, which is in force
+		{torn, false}, {a, false}, {torn, false}, {a, false}, {a, true}, // a only once read twice in a row
+		{b, false}, {a, false}, {a, false}, // b never twice: a stays in force, nothing applied
+	} {
+		if got := s.read([]byte(c.read)); got != c.apply {
+			t.Errorf("check %d reads %q: apply %v, want %v", i, c.read, got, c.apply)
+		}
 	}
 }
