@@ -59,7 +59,7 @@ FUZZERS := ./pkg/event:FuzzParse ./pkg/event:FuzzSplitBatch ./pkg/event:FuzzDeco
 FAKE_NOW ?= 2029-07-15T10:00:00Z
 # The tests whose outcome depends on the date: months, purchase days, the ingest window, closes,
 # invoices and POC caps; the others use fixed injected clocks or no calendar.
-CLOCK_TESTS := ^(TestBilling|TestPOCCap|TestImport|TestDemo|TestEndToEnd|TestComposeTenantsExampleInForce)$$
+CLOCK_TESTS := ^(TestBilling|TestPOCCap|TestImport|TestDemo|TestEndToEnd|TestCloseRace|TestComposeTenantsExampleInForce)$$
 
 .PHONY: test
 test: ## Run all tests against real ClickHouse + Kafka on random ports; the e2e suite, the calendar step (clock at FAKE_NOW), the chaos and Kafka outage tests and the fuzzers each on services of their own

@@ -43,7 +43,7 @@ func TestCloseRace(t *testing.T) {
 
 	const tenant, app = "t-auckland", "nz-super"
 	loc, _ := time.LoadLocation(zones[tenant])
-	now := time.Now().In(loc)
+	now := clockNow().In(loc)
 	start := time.Date(now.Year(), now.Month()-1, 1, 0, 0, 0, 0, loc) // last month, over in the tenant's zone
 	month := start.Format("2006-01")
 	span := start.AddDate(0, 1, 0).Sub(start)
