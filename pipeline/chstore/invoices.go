@@ -11,7 +11,7 @@ import (
 	"github.com/shopspring/decimal"
 )
 
-// Invoice is one rated rollup version of a tenant-month (table invoices, schemas/clickhouse/004).
+// Invoice is one rated rollup version of a tenant-month (table invoices, schemas/clickhouse/004 and 006).
 type Invoice struct {
 	InvoiceID             string            `json:"invoice_id"`
 	TenantID              string            `json:"tenant_id"`
@@ -44,13 +44,26 @@ type Invoice struct {
 	MAUSQL                string            `json:"mau_sql"`
 	RatedAt               time.Time         `json:"rated_at"`
 	DueBy                 time.Time         `json:"due_by"`
+	// The month's billing order (schemas/clickhouse/006, billing.go): the invoice's position in
+	// it (1 = the first invoice rated), the sum of what the month's earlier invoices charged, and
+	// what this one charges (the amount for the first, the adjustment for a newer version, 0 for
+	// a stale one). The charges of a month add up to its newest version's amount.
+	BillingSeq      uint32          `json:"billing_seq"`
+	BilledBeforeUSD decimal.Decimal `json:"billed_before_usd"`
+	ChargeUSD       decimal.Decimal `json:"charge_usd"`
+	// SupersededByVersion is, for a stale invoice (flag stale_version), the newest rollup version
+	// rated before it; 0 otherwise.
+	SupersededByVersion uint32 `json:"superseded_by_version,omitempty"`
+	// WriterID is a random id of the rating that wrote the row: ClaimInvoice's read-back compares
+	// it to learn whether its insert won the billing sequence number.
+	WriterID string `json:"-"`
 }
 
 const invoiceColumns = `invoice_id, tenant_id, month, rollup_version, rollup_kind, plan, plan_purchased,
 	plan_valid_until, contract, mau, testing_mau, total_mau, mau_by_app, billable_apps, included_mau, overage_mau,
 	unit_price_usd, amount_usd, flags, entitlements, previous_invoice_id, previous_rollup_version,
 	previous_amount_usd, adjustment_usd, hll_estimate, hll_relative_error, hll_agrees, devices_through, mau_sql,
-	rated_at, due_by`
+	rated_at, due_by, billing_seq, billed_before_usd, charge_usd, superseded_by_version, writer_id`
 
 func (inv *Invoice) fields() []any {
 	return []any{&inv.InvoiceID, &inv.TenantID, &inv.Month, &inv.RollupVersion, &inv.RollupKind, &inv.Plan,
@@ -58,11 +71,13 @@ func (inv *Invoice) fields() []any {
 		&inv.MAUByApp, &inv.BillableApps, &inv.IncludedMAU, &inv.OverageMAU, &inv.UnitPriceUSD, &inv.AmountUSD,
 		&inv.Flags, &inv.Entitlements, &inv.PreviousInvoiceID, &inv.PreviousRollupVersion, &inv.PreviousAmountUSD,
 		&inv.AdjustmentUSD, &inv.HLLEstimate, &inv.HLLRelativeError, &inv.HLLAgrees, &inv.DevicesThrough,
-		&inv.MAUSQL, &inv.RatedAt, &inv.DueBy}
+		&inv.MAUSQL, &inv.RatedAt, &inv.DueBy, &inv.BillingSeq, &inv.BilledBeforeUSD, &inv.ChargeUSD,
+		&inv.SupersededByVersion, &inv.WriterID}
 }
 
 // InsertInvoice writes one invoice. Writing the same invoice id again replaces it when the
-// table merges; the rater does not, it skips invoices that exist.
+// table merges; the rater does not, it skips invoices that exist, and writes through
+// ClaimInvoice, which makes the insert conditional on its billing sequence number.
 func (s *Store) InsertInvoice(ctx context.Context, inv *Invoice) error {
 	b, err := s.conn.PrepareBatch(ctx, `INSERT INTO invoices (`+invoiceColumns+`)`)
 	if err != nil {
@@ -78,7 +93,7 @@ func (s *Store) InsertInvoice(ctx context.Context, inv *Invoice) error {
 		row.Flags = []string{}
 	}
 	row.DevicesThrough, row.RatedAt, row.DueBy = row.DevicesThrough.UTC(), row.RatedAt.UTC(), row.DueBy.UTC()
-	values := make([]any, 0, 32)
+	values := make([]any, 0, 40)
 	for _, f := range row.fields() {
 		values = append(values, reflect.ValueOf(f).Elem().Interface())
 	}
