@@ -218,7 +218,7 @@ func Write(w io.Writer, format string, sts []Statement) error {
 		}
 		fmt.Fprintln(w, "\nadjustments: the month's own, and the earlier months' on its bill")
 		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintln(tw, "tenant\tbill month\tof month\tversion\tbilling seq\tbilled before USD\tcharge USD\tstatus\tposted on\tinvoice\t")
+		fmt.Fprintln(tw, "tenant\tmonth\tof month\tversion\tbilling seq\tbilled before USD\tcharge USD\tstatus\tposted on\tinvoice\t")
 		for _, r := range rows {
 			fmt.Fprint(tw, r)
 		}
