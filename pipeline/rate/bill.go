@@ -74,13 +74,17 @@ type ledger struct {
 	runs     map[string][]*chstore.BillingRun           // by tenant, in run_seq order
 	postedOn map[string]*chstore.BillingRun             // by invoice id
 	byMonth  map[chstore.TenantMonth][]*chstore.Invoice // in billing_seq order
+	months   map[string][]string                        // a tenant's months with invoices
 }
 
 func newLedger(invs []*chstore.Invoice, runs []*chstore.BillingRun) *ledger {
 	l := &ledger{runs: map[string][]*chstore.BillingRun{}, postedOn: map[string]*chstore.BillingRun{},
-		byMonth: map[chstore.TenantMonth][]*chstore.Invoice{}}
+		byMonth: map[chstore.TenantMonth][]*chstore.Invoice{}, months: map[string][]string{}}
 	for _, inv := range invs {
 		tm := chstore.TenantMonth{TenantID: inv.TenantID, Month: inv.Month}
+		if l.byMonth[tm] == nil {
+			l.months[tm.TenantID] = append(l.months[tm.TenantID], tm.Month)
+		}
 		l.byMonth[tm] = append(l.byMonth[tm], inv)
 	}
 	for _, m := range l.byMonth {
@@ -124,11 +128,11 @@ func (l *ledger) bill(tenant, month string) (Bill, []*chstore.Invoice) {
 		b = Bill{Status: BillPosted, RunSeq: own.RunSeq, PostedAt: &at, PostedBy: own.PostedBy}
 	}
 	if b.Status != BillSkipped {
-		for tm, invs := range l.byMonth {
-			if tm.TenantID != tenant || tm.Month > month {
+		for _, m := range l.months[tenant] {
+			if m > month {
 				continue
 			}
-			for _, inv := range invs {
+			for _, inv := range l.byMonth[chstore.TenantMonth{TenantID: tenant, Month: m}] {
 				if l.postedOn[inv.InvoiceID] == own { // own == nil: not posted yet
 					lines = append(lines, inv)
 				}
