@@ -25,31 +25,24 @@ ALTER TABLE invoices
 
 -- Existing invoices: placed in billing order by rated_at (then version) and re-charged by the
 -- rule above. Before 006 an invoice adjusted against the latest earlier *version*, so a version
--- rated after a newer one was charged again (v1 150, v3 +150, v2 +300 = 600 for 450): here it
--- becomes stale with no charge, and every month's charges add up to the amount of its newest
--- version, which is what its statement showed as the month's amount. Rows are re-inserted under
--- their key (ReplacingMergeTree keeps the last insert); the statement is idempotent.
-INSERT INTO invoices (invoice_id, tenant_id, month, rollup_version, rollup_kind, plan, plan_purchased,
-    plan_valid_until, contract, mau, testing_mau, total_mau, mau_by_app, billable_apps, included_mau, overage_mau,
-    unit_price_usd, amount_usd, flags, entitlements, previous_invoice_id, previous_rollup_version,
-    previous_amount_usd, adjustment_usd, hll_estimate, hll_relative_error, hll_agrees, devices_through, mau_sql,
-    rated_at, due_by, billing_seq, billed_before_usd, charge_usd, superseded_by_version, writer_id)
-SELECT invoice_id, tenant_id, month, rollup_version, rollup_kind, plan, plan_purchased,
-    plan_valid_until, contract, mau, testing_mau, total_mau, mau_by_app, billable_apps, included_mau, overage_mau,
-    unit_price_usd, amount_usd,
-    if(o_stale, arraySort(arrayDistinct(arrayPushBack(flags, 'stale_version'))), flags),
-    entitlements,
-    if(o_seq = 1, '', o_newest_id),
-    if(o_seq = 1, 0, o_newest_version),
-    if(o_seq = 1, toDecimal64(0, 2), o_newest_amount),
-    if(o_seq = 1 OR o_stale, toDecimal64(0, 2), amount_usd - o_newest_amount),
-    hll_estimate, hll_relative_error, hll_agrees, devices_through, mau_sql,
-    rated_at, due_by,
-    o_seq,
-    o_newest_amount,
-    if(o_stale, toDecimal64(0, 2), amount_usd - o_newest_amount),
-    if(o_stale, o_newest_version, 0),
-    '006_migration'
+-- rated after a newer one was charged again (v1 150, v3 300: +150, v2 450: +300, so 600 billed
+-- where v3's 300 is due): here it becomes stale with no charge, and every month's charges add up
+-- to the amount of its newest version, which is what its statement showed as the month's
+-- amount. Rows are re-inserted under their key (ReplacingMergeTree keeps the last insert); the
+-- statement is idempotent, and `SELECT * EXCEPT … REPLACE …` carries every other column as it
+-- is, whatever other migrations added to the table.
+INSERT INTO invoices
+SELECT * EXCEPT (o_seq, o_newest_version, o_newest_amount, o_newest_id, o_stale) REPLACE (
+    if(o_stale, arraySort(arrayDistinct(arrayPushBack(flags, 'stale_version'))), flags) AS flags,
+    if(o_seq = 1, '', o_newest_id) AS previous_invoice_id,
+    if(o_seq = 1, 0, o_newest_version) AS previous_rollup_version,
+    if(o_seq = 1, toDecimal64(0, 2), o_newest_amount) AS previous_amount_usd,
+    if(o_seq = 1 OR o_stale, toDecimal64(0, 2), amount_usd - o_newest_amount) AS adjustment_usd,
+    o_seq AS billing_seq,
+    o_newest_amount AS billed_before_usd,
+    if(o_stale, toDecimal64(0, 2), amount_usd - o_newest_amount) AS charge_usd,
+    if(o_stale, o_newest_version, 0) AS superseded_by_version,
+    '006_migration' AS writer_id)
 FROM
 (
     SELECT *,
