@@ -127,13 +127,17 @@ func TestMigration006PlacesExistingInvoices(t *testing.T) {
 	if _, err := p.UpTo(ctx, 5); err != nil {
 		t.Fatal(err)
 	}
+	// A column another migration might have added: the re-insert must carry it.
+	if err := s.conn.Exec(ctx, `ALTER TABLE invoices ADD COLUMN test_extra String`); err != nil {
+		t.Fatal(err)
+	}
 	if err := s.conn.Exec(ctx, `INSERT INTO invoices (invoice_id, tenant_id, month, rollup_version, rollup_kind, amount_usd,
-		previous_invoice_id, previous_rollup_version, previous_amount_usd, adjustment_usd, flags, rated_at) VALUES
-		('i1', 'acme', '2026-10', 1, 'close',       150, '',   0, 0,   0,   [], '2026-11-03 00:00:00'),
-		('i3', 'acme', '2026-10', 3, 'restatement', 300, 'i1', 1, 150, 150, [], '2026-11-04 00:00:00'),
-		('i2', 'acme', '2026-10', 2, 'restatement', 450, 'i1', 1, 150, 300, [], '2026-11-05 00:00:00'),
-		('j1', 'acme', '2026-09', 1, 'close',       10,  '',   0, 0,   0,   [], '2026-10-03 00:00:00'),
-		('k2', 'globex', '2026-10', 2, 'restatement', 7, '',   0, 0,   0,   ['no_active_plan'], '2026-11-03 00:00:00')`); err != nil {
+		previous_invoice_id, previous_rollup_version, previous_amount_usd, adjustment_usd, flags, rated_at, test_extra) VALUES
+		('i1', 'acme', '2026-10', 1, 'close',       150, '',   0, 0,   0,   [], '2026-11-03 00:00:00', 'x-i1'),
+		('i3', 'acme', '2026-10', 3, 'restatement', 300, 'i1', 1, 150, 150, [], '2026-11-04 00:00:00', 'x-i3'),
+		('i2', 'acme', '2026-10', 2, 'restatement', 450, 'i1', 1, 150, 300, [], '2026-11-05 00:00:00', 'x-i2'),
+		('j1', 'acme', '2026-09', 1, 'close',       10,  '',   0, 0,   0,   [], '2026-10-03 00:00:00', 'x-j1'),
+		('k2', 'globex', '2026-10', 2, 'restatement', 7, '',   0, 0,   0,   ['no_active_plan'], '2026-11-03 00:00:00', 'x-k2')`); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.Migrate(ctx); err != nil {
@@ -159,9 +163,10 @@ func TestMigration006PlacesExistingInvoices(t *testing.T) {
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("migrated invoices:\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
-	var rows uint64
-	if err := s.conn.QueryRow(ctx, `SELECT count() FROM invoices`).Scan(&rows); err != nil || rows != 5 {
-		t.Errorf("invoices holds %d rows (%v) after the migration's re-insert, want 5", rows, err)
+	var rows, carried uint64
+	if err := s.conn.QueryRow(ctx, `SELECT count(), countIf(test_extra = 'x-' || invoice_id) FROM invoices`).Scan(&rows, &carried); err != nil ||
+		rows != 5 || carried != 5 {
+		t.Errorf("invoices holds %d rows, %d with their other column intact (%v) after the migration's re-insert, want 5 and 5", rows, carried, err)
 	}
 	runs, err := s.BillingRuns(ctx, "")
 	if err != nil {
