@@ -37,19 +37,32 @@ type statement struct {
 		MiniPrograms   int      `json:"mini_programs"`
 		Flags          []string `json:"flags"`
 	} `json:"entitlements"`
-	Adjustments []struct {
-		InvoiceID             string `json:"invoice_id"`
-		RollupVersion         uint32 `json:"rollup_version"`
-		PreviousInvoiceID     string `json:"previous_invoice_id"`
-		PreviousRollupVersion uint32 `json:"previous_rollup_version"`
-		AmountUSD             string `json:"amount_usd"`
-		Cents                 int64  `json:"cents"`
-	} `json:"adjustments"`
+	Adjustments []adjustment `json:"adjustments"`
+	Bill        struct {
+		Status      string       `json:"status"`
+		RunSeq      uint32       `json:"run_seq"`
+		MonthUSD    string       `json:"month_usd"`
+		TotalUSD    string       `json:"total_usd"`
+		Adjustments []adjustment `json:"adjustments"`
+	} `json:"bill"`
 	Evidence struct {
 		MAUSQL    string `json:"mau_sql"`
 		HLLAgrees bool   `json:"hll_agrees"`
 		RatedAt   string `json:"rated_at"`
 	} `json:"evidence"`
+}
+
+type adjustment struct {
+	InvoiceID             string `json:"invoice_id"`
+	RollupVersion         uint32 `json:"rollup_version"`
+	BillingSeq            uint32 `json:"billing_seq"`
+	PreviousInvoiceID     string `json:"previous_invoice_id"`
+	PreviousRollupVersion uint32 `json:"previous_rollup_version"`
+	BilledBeforeUSD       string `json:"billed_before_usd"`
+	AmountUSD             string `json:"amount_usd"`
+	Cents                 int64  `json:"cents"`
+	Status                string `json:"status"`
+	PostedOn              string `json:"posted_on"`
 }
 
 // devices are n devices [from, from+n) of one app of a tenant.
@@ -110,7 +123,7 @@ func statementOf(t *testing.T, url, key, tenant, month string, version uint32) s
 // separate processes: events → counter → close → mau.rollups.v1 → rater → invoices. A late
 // device restates the month and yields an adjustment linked to both versions; a second rater
 // that reads the whole rollups topic again changes nothing; the audit export has exactly the
-// invoice's MAU devices, and the invoice's SQL reproduces it.
+// invoice's MAU devices, and the invoice's SQL reproduces it; the billing run posts the bills once.
 func TestBilling(t *testing.T) {
 	p := startPipeline(t, "billing")
 	rateAddr := freeAddr(t)
@@ -152,12 +165,15 @@ func TestBilling(t *testing.T) {
 	checkReproduces(t, conn, p, sh)
 
 	// A late device of that month: import restates it, the rater invoices version 2 with the
-	// difference: 53 × 0.015 = 0.795 → 0.80, so the adjustment is 0.05.
+	// difference from what was billed: 53 × 0.015 = 0.795 → 0.80, 0.75 billed, so the
+	// adjustment is 0.05, pending; the month's draft bill charges 0.80.
 	importEvents(t, p, month, devices{"t-auckland", "nz-super", 150, 3})
 	nz2 := statementOf(t, url, p.readKeys["t-auckland"], "t-auckland", m, 2)
 	if nz2.MAU != 153 || nz2.AmountUSD != "0.80" || len(nz2.Adjustments) != 1 || nz2.Adjustments[0].Cents != 5 ||
 		nz2.Adjustments[0].PreviousInvoiceID != nz.InvoiceID || nz2.Adjustments[0].PreviousRollupVersion != 1 ||
-		nz2.Adjustments[0].InvoiceID != nz2.InvoiceID || nz2.InvoiceID == nz.InvoiceID {
+		nz2.Adjustments[0].InvoiceID != nz2.InvoiceID || nz2.InvoiceID == nz.InvoiceID || nz2.Adjustments[0].BillingSeq != 2 ||
+		nz2.Adjustments[0].BilledBeforeUSD != "0.75" || nz2.Adjustments[0].Status != "pending" ||
+		nz2.Bill.Status != "draft" || nz2.Bill.MonthUSD != "0.80" || nz2.Bill.TotalUSD != "0.80" {
 		t.Fatalf("t-auckland %s v2 = %+v", m, nz2)
 	}
 	checkReproduces(t, conn, p, nz2)
@@ -209,6 +225,27 @@ func TestBilling(t *testing.T) {
 	}
 	if len(cli) != 2 || cli[0].TenantID != "t-auckland" || cli[0].InvoiceID != nz2.InvoiceID || cli[1].InvoiceID != sh.InvoiceID {
 		t.Errorf("rate --month %s --format json = %+v", m, cli)
+	}
+
+	// The billing run posts the month's bills, and posting again records nothing new.
+	var runs []uint32
+	for range 2 {
+		out := runOnce(t, ctx, p.env, "rate", "--month", m, "--post", "--format", "json")
+		var posted []statement
+		for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+			var st statement
+			if strings.HasPrefix(l, "{") && json.Unmarshal([]byte(l), &st) == nil && st.TenantID != "" {
+				posted = append(posted, st)
+			}
+		}
+		if len(posted) != 2 || posted[0].Bill.Status != "posted" || posted[0].Bill.TotalUSD != "0.80" ||
+			posted[0].Adjustments[0].Status != "posted" || posted[0].Adjustments[0].PostedOn != m || posted[1].Bill.Status != "posted" {
+			t.Fatalf("rate --month %s --post = %+v\n%s", m, posted, out)
+		}
+		runs = append(runs, posted[0].Bill.RunSeq)
+	}
+	if runs[0] != 1 || runs[1] != 1 {
+		t.Errorf("two postings of %s: runs %v, want one run (1)", m, runs)
 	}
 }
 

@@ -172,10 +172,13 @@ func TestCloseRace(t *testing.T) {
 		if inv.totalMAU != mau[inv.version] || inv.rows != 1 {
 			t.Errorf("invoice v%d: %d rows, total MAU %d; its rollup %d", inv.version, inv.rows, inv.totalMAU, mau[inv.version])
 		}
-		billed = billed.Add(inv.charged())
+		billed = billed.Add(inv.charge)
 	}
 	if final := invs[len(invs)-1]; !billed.Equal(final.amount) {
 		t.Errorf("the month's invoices charge %s in total; the final version's amount is %s", billed, final.amount)
+	}
+	if billed.IsZero() {
+		t.Error("the month charges nothing: the test's tenant must pay overage for the sum to mean anything")
 	}
 
 	// Merges cannot change the evidence: copies of every billed device, at the same offset (a
@@ -213,23 +216,15 @@ type invoiceRow struct {
 	rows          uint64
 	mau, totalMAU uint64
 	amount        decimal.Decimal
-	adjustment    decimal.Decimal
+	charge        decimal.Decimal // what the invoice adds to the month's bills (billing order)
 	mauSQL        string
 }
 
-// charged is what the invoice added to the tenant's bills: the first invoice its amount, a
-// restatement its adjustment.
-func (r invoiceRow) charged() decimal.Decimal {
-	if r.version == 1 {
-		return r.amount
-	}
-	return r.adjustment
-}
 
 func invoiceRows(t *testing.T, conn clickhouse.Conn, tenant, month string) []invoiceRow {
 	t.Helper()
 	rows, err := conn.Query(context.Background(), `SELECT rollup_version, count(), any(mau), any(total_mau), any(amount_usd),
-		any(adjustment_usd), any(mau_sql) FROM invoices WHERE tenant_id = ? AND month = ? GROUP BY rollup_version ORDER BY rollup_version`, tenant, month)
+		any(charge_usd), any(mau_sql) FROM invoices WHERE tenant_id = ? AND month = ? GROUP BY rollup_version ORDER BY rollup_version`, tenant, month)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -237,7 +232,7 @@ func invoiceRows(t *testing.T, conn clickhouse.Conn, tenant, month string) []inv
 	var out []invoiceRow
 	for rows.Next() {
 		var r invoiceRow
-		if err := rows.Scan(&r.version, &r.rows, &r.mau, &r.totalMAU, &r.amount, &r.adjustment, &r.mauSQL); err != nil {
+		if err := rows.Scan(&r.version, &r.rows, &r.mau, &r.totalMAU, &r.amount, &r.charge, &r.mauSQL); err != nil {
 			t.Fatal(err)
 		}
 		out = append(out, r)

@@ -12,6 +12,7 @@
 //   - month close, rollups, restatements   pipeline/count (closer.go)
 //   - POC caps (publisher, gateway state)  pipeline/caps (and docs/ARCHITECTURE.md, "POC caps")
 //   - pricing a month, invoices, evidence  pkg/plan, pipeline/rate
+//   - adjustments, billing order, bills    pipeline/rate (invoice.go Adjust, bill.go), pipeline/chstore (billing.go)
 //   - quota, cost to date, projection      pipeline/api (billing), pkg/plan (project.go)
 //   - Kafka topics, producer, lag, kfake   pipeline/bus
 //   - ClickHouse tables and queries        schemas/clickhouse, pipeline/chstore

@@ -25,7 +25,7 @@ func (o *options) rateFlags(fs *flag.FlagSet) {
 
 // runRate runs the rater (no --month: consume the rollups topic and write invoices until
 // stopped), rates stored rollups that have no invoice (--stored), or prints the statements of a
-// month (--month).
+// month (--month), recording their bills first with --post.
 func runRate(ctx context.Context, now func() time.Time, args []string, stdout, stderr io.Writer) error {
 	o := &options{now: now}
 	fs := flag.NewFlagSet("rate", flag.ContinueOnError)
@@ -41,6 +41,7 @@ func runRate(ctx context.Context, now func() time.Time, args []string, stdout, s
 	only := fs.String("tenant", "", "with --month or --stored: this tenant only")
 	format := fs.String("format", "table", "with --month: "+strings.Join(rate.Formats, ", "))
 	stored := fs.Bool("stored", false, "rate the rollups stored in ClickHouse that have no invoice yet (--month, --tenant narrow it), print them, and exit")
+	post := fs.Bool("post", false, "with --month: record the month's bill of each tenant (--tenant narrows it): the month's invoices and the earlier months' adjustments not posted yet; posting again changes nothing")
 	if err := parseFlags(fs, args, stderr); err != nil {
 		return err
 	}
@@ -51,6 +52,9 @@ func runRate(ctx context.Context, now func() time.Time, args []string, stdout, s
 		if _, err := calendar.ParseMonth(*month); err != nil {
 			return fmt.Errorf("%w: --month: %v", errUsage, err)
 		}
+	}
+	if *post && *month == "" {
+		return fmt.Errorf("%w: --post needs --month", errUsage)
 	}
 	if *month == "" && !*stored {
 		if *only != "" {
@@ -87,10 +91,46 @@ func runRate(ctx context.Context, now func() time.Time, args []string, stdout, s
 	if err != nil {
 		return err
 	}
+	if *post {
+		if sts, err = postBills(ctx, store, sts, *only, *month, stderr); err != nil {
+			return err
+		}
+	}
 	if *month != "" && len(sts) == 0 {
 		fmt.Fprintf(stderr, "no invoices for %s%s: months are rated when they close (`maumeter close`)\n", *month, forTenant(*only))
 	}
 	return rate.Write(stdout, *format, sts)
+}
+
+// postBills records the bill of month of each tenant with a statement, reports each on stderr,
+// and returns the statements as posted. A tenant whose bill cannot be posted (a later month's
+// is) is reported and the others are posted; the command then fails.
+func postBills(ctx context.Context, store *chstore.Store, sts []rate.Statement, only, month string, stderr io.Writer) ([]rate.Statement, error) {
+	var failed []string
+	for _, st := range sts {
+		run, now, err := rate.PostBill(ctx, store, st.TenantID, month, time.Now())
+		switch {
+		case errors.Is(err, rate.ErrLaterBillPosted):
+			fmt.Fprintf(stderr, "%s %s: not posted: %v\n", st.TenantID, month, err)
+			failed = append(failed, st.TenantID)
+			continue
+		case err != nil:
+			return nil, err
+		case now:
+			fmt.Fprintf(stderr, "%s %s: bill posted (run %d): %d invoices, %s USD\n", st.TenantID, month, run.RunSeq, len(run.InvoiceIDs), run.ChargedUSD.StringFixed(2))
+		default:
+			fmt.Fprintf(stderr, "%s %s: bill already posted (run %d, %s, by %s): nothing recorded\n", st.TenantID, month, run.RunSeq,
+				run.PostedAt.UTC().Format(time.RFC3339), run.PostedBy)
+		}
+	}
+	sts, err := rate.Reader{Store: store}.Statements(ctx, only, month)
+	if err != nil {
+		return nil, err
+	}
+	if len(failed) > 0 {
+		return sts, fmt.Errorf("bills of %s not posted for %s", month, strings.Join(failed, ", "))
+	}
+	return sts, nil
 }
 
 func forTenant(t string) string {

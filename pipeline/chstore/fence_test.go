@@ -182,3 +182,21 @@ func TestInsertDevicesRetryIsDropped(t *testing.T) {
 		t.Errorf("rows stored = %d (%v), want 2: the retry dropped, the other flush kept", n, err)
 	}
 }
+
+// TestMAUSQLLegacyInvoice: an invoice rated before migration 005 has no watermark; its evidence
+// keeps selecting rows by its inserted_at bound, a later one by its watermark.
+func TestMAUSQLLegacyInvoice(t *testing.T) {
+	inv := &Invoice{TenantID: "acme", Month: "2026-10", BillableApps: []string{"a"},
+		LegacyDevicesThrough: time.Date(2026, 11, 3, 1, 2, 3, 456e6, time.UTC)}
+	want := "SELECT uniqExact(device_key) AS mau FROM db.mau_devices WHERE tenant_id = 'acme' AND month = '2026-10'" +
+		" AND has(['a'], app_id) AND inserted_at <= toDateTime64('2026-11-03 01:02:03.456', 3, 'UTC')"
+	if got := MAUSQL("db", inv); got != want {
+		t.Errorf("legacy mau_sql =\n%s\nwant\n%s", got, want)
+	}
+	inv.Watermark = Watermark{0: 5}
+	want = "SELECT uniqExact(device_key) AS mau FROM db.mau_devices WHERE tenant_id = 'acme' AND month = '2026-10'" +
+		" AND has(['a'], app_id) AND kafka_offset < map(0, 5)[kafka_partition]"
+	if got := MAUSQL("db", inv); got != want {
+		t.Errorf("mau_sql =\n%s\nwant\n%s", got, want)
+	}
+}

@@ -11,7 +11,7 @@ import (
 	"github.com/shopspring/decimal"
 )
 
-// Invoice is one rated rollup version of a tenant-month (table invoices, schemas/clickhouse/004).
+// Invoice is one rated rollup version of a tenant-month (table invoices, schemas/clickhouse/004 and 006).
 type Invoice struct {
 	InvoiceID             string            `json:"invoice_id"`
 	TenantID              string            `json:"tenant_id"`
@@ -44,13 +44,30 @@ type Invoice struct {
 	MAUSQL                string            `json:"mau_sql"`
 	RatedAt               time.Time         `json:"rated_at"`
 	DueBy                 time.Time         `json:"due_by"`
+	// The month's billing order (schemas/clickhouse/006, billing.go): the invoice's position in
+	// it (1 = the first invoice rated), the sum of what the month's earlier invoices charged, and
+	// what this one charges (the amount for the first, the adjustment for a newer version, 0 for
+	// a stale one). The charges of a month add up to its newest version's amount.
+	BillingSeq      uint32          `json:"billing_seq"`
+	BilledBeforeUSD decimal.Decimal `json:"billed_before_usd"`
+	ChargeUSD       decimal.Decimal `json:"charge_usd"`
+	// SupersededByVersion is, for a stale invoice (flag stale_version), the newest rollup version
+	// rated before it; 0 otherwise.
+	SupersededByVersion uint32 `json:"superseded_by_version,omitempty"`
+	// WriterID is a random id of the rating that wrote the row: ClaimInvoice's read-back compares
+	// it to learn whether its insert won the billing sequence number.
+	WriterID string `json:"-"`
+	// LegacyDevicesThrough is the server-time bound of invoices rated before migration 005,
+	// which have no watermark: their evidence still selects rows by inserted_at. Zero (stored
+	// as the epoch) on later invoices.
+	LegacyDevicesThrough time.Time `json:"-"`
 }
 
 const invoiceColumns = `invoice_id, tenant_id, month, rollup_version, rollup_kind, plan, plan_purchased,
 	plan_valid_until, contract, mau, testing_mau, total_mau, mau_by_app, billable_apps, included_mau, overage_mau,
 	unit_price_usd, amount_usd, flags, entitlements, previous_invoice_id, previous_rollup_version,
 	previous_amount_usd, adjustment_usd, hll_estimate, hll_relative_error, hll_agrees, watermark, mau_sql,
-	rated_at, due_by`
+	rated_at, due_by, billing_seq, billed_before_usd, charge_usd, superseded_by_version, writer_id, devices_through`
 
 // fields are pointers to the columns' values in invoiceColumns order; wm stands in for the
 // watermark, which clickhouse-go reads and writes as map[uint32]int64.
@@ -60,11 +77,13 @@ func (inv *Invoice) fields(wm *map[uint32]int64) []any {
 		&inv.MAUByApp, &inv.BillableApps, &inv.IncludedMAU, &inv.OverageMAU, &inv.UnitPriceUSD, &inv.AmountUSD,
 		&inv.Flags, &inv.Entitlements, &inv.PreviousInvoiceID, &inv.PreviousRollupVersion, &inv.PreviousAmountUSD,
 		&inv.AdjustmentUSD, &inv.HLLEstimate, &inv.HLLRelativeError, &inv.HLLAgrees, wm,
-		&inv.MAUSQL, &inv.RatedAt, &inv.DueBy}
+		&inv.MAUSQL, &inv.RatedAt, &inv.DueBy, &inv.BillingSeq, &inv.BilledBeforeUSD, &inv.ChargeUSD,
+		&inv.SupersededByVersion, &inv.WriterID, &inv.LegacyDevicesThrough}
 }
 
 // InsertInvoice writes one invoice. Writing the same invoice id again replaces it when the
-// table merges; the rater does not, it skips invoices that exist.
+// table merges; the rater does not, it skips invoices that exist, and writes through
+// ClaimInvoice, which makes the insert conditional on its billing sequence number.
 func (s *Store) InsertInvoice(ctx context.Context, inv *Invoice) error {
 	b, err := s.conn.PrepareBatch(ctx, `INSERT INTO invoices (`+invoiceColumns+`)`)
 	if err != nil {
@@ -80,8 +99,12 @@ func (s *Store) InsertInvoice(ctx context.Context, inv *Invoice) error {
 		row.Flags = []string{}
 	}
 	row.RatedAt, row.DueBy = row.RatedAt.UTC(), row.DueBy.UTC()
+	if row.LegacyDevicesThrough.IsZero() {
+		row.LegacyDevicesThrough = time.Unix(0, 0)
+	}
+	row.LegacyDevicesThrough = row.LegacyDevicesThrough.UTC()
 	wm := row.Watermark.column()
-	values := make([]any, 0, 32)
+	values := make([]any, 0, 40)
 	for _, f := range row.fields(&wm) {
 		values = append(values, reflect.ValueOf(f).Elem().Interface())
 	}
@@ -171,8 +194,18 @@ func (s *Store) CountBilled(ctx context.Context, inv *Invoice) (uint64, error) {
 // billedQuery selects from the billed devices of an invoice: its tenant-month, its billable apps,
 // and the devices its rollup version's watermark covers.
 func billedQuery(what string, inv *Invoice) (string, []any) {
-	return `SELECT ` + what + ` FROM mau_devices WHERE tenant_id = ? AND month = ? AND has(?, app_id) AND ` + coveredBy(inv.Watermark),
+	return `SELECT ` + what + ` FROM mau_devices WHERE tenant_id = ? AND month = ? AND has(?, app_id) AND ` + invoiceCovers(inv),
 		[]any{inv.TenantID, inv.Month, nonNilSlice(inv.BillableApps)}
+}
+
+// invoiceCovers is the condition on mau_devices rows of the devices an invoice counted: below
+// its watermark, or for an invoice from before migration 005 (no watermark), inserted by its
+// devices_through.
+func invoiceCovers(inv *Invoice) string {
+	if len(inv.Watermark) == 0 && inv.LegacyDevicesThrough.After(time.Unix(0, 0)) {
+		return "inserted_at <= toDateTime64('" + inv.LegacyDevicesThrough.UTC().Format("2006-01-02 15:04:05.000") + "', 3, 'UTC')"
+	}
+	return coveredBy(inv.Watermark)
 }
 
 // MAUSQL is the literal SQL that reproduces an invoice's MAU, for its evidence: the billable
@@ -188,7 +221,7 @@ func MAUSQL(database string, inv *Invoice) string {
 	apps += "]"
 	return fmt.Sprintf("SELECT uniqExact(device_key) AS mau FROM %s.mau_devices WHERE tenant_id = %s AND month = %s"+
 		" AND has(%s, app_id) AND %s",
-		database, sqlString(inv.TenantID), sqlString(inv.Month), apps, coveredBy(inv.Watermark))
+		database, sqlString(inv.TenantID), sqlString(inv.Month), apps, invoiceCovers(inv))
 }
 
 // sqlString quotes s as a ClickHouse string literal. Ids are [A-Za-z0-9._-] already; the

@@ -3,9 +3,11 @@
 // that reproduces it (DESIGN.md §5).
 //
 // An invoice belongs to one rollup version of a tenant-month and its id derives from (tenant,
-// month, version): rating a rollup twice writes nothing new. A restated rollup (version > 1)
-// gets an invoice of its own whose adjustment is its amount minus the amount of the latest
-// earlier invoice of the month, in cents: what the next bill charges or credits.
+// month, version): rating a rollup twice writes nothing new. The invoices of a month form its
+// billing order, the order in which they were rated, and each charges what the month's earlier
+// invoices have not billed (Adjust): in any order of rating, replay and `rate --stored`, a
+// month's charges add up to its newest version's amount. A billing run posts each charge on one
+// bill (bill.go).
 package rate
 
 import (
@@ -14,6 +16,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"slices"
 	"time"
 
 	"github.com/shopspring/decimal"
@@ -42,11 +45,10 @@ func HLLAgrees(exact, estimate uint64, relErr float64) bool {
 	return math.Abs(float64(estimate)-float64(exact)) <= 3*relErr*float64(exact)+3
 }
 
-// Build prices one rollup for tenant t and returns its invoice. prev is the latest invoice of the
-// same tenant-month with a lower rollup version (nil for none); the invoice's adjustment is
-// measured against it. database names the ClickHouse database in the reproduction SQL. Build does
-// no I/O.
-func Build(t *tenant.Tenant, plans *plan.Catalog, r *chstore.Rollup, prev *chstore.Invoice, database string, now time.Time) (*chstore.Invoice, error) {
+// Build prices one rollup for tenant t and returns its invoice, placed by Adjust after earlier,
+// the invoices of the same tenant-month rated so far (none of the rollup's version).
+// database names the ClickHouse database in the reproduction SQL. Build does no I/O.
+func Build(t *tenant.Tenant, plans *plan.Catalog, r *chstore.Rollup, earlier []*chstore.Invoice, database string, now time.Time) (*chstore.Invoice, error) {
 	m, err := calendar.ParseMonth(r.Month)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s %s: %v", ErrInvalidRollup, r.TenantID, r.Month, err)
@@ -67,7 +69,7 @@ func Build(t *tenant.Tenant, plans *plan.Catalog, r *chstore.Rollup, prev *chsto
 		HLLEstimate: r.HLLEstimate, HLLRelativeError: r.HLLRelativeError,
 		HLLAgrees: HLLAgrees(r.MAU, r.HLLEstimate, r.HLLRelativeError),
 		Watermark: r.Watermark, RatedAt: now, DueBy: DueBy(m, t.Location()),
-		PreviousAmountUSD: decimal.Zero, AdjustmentUSD: decimal.Zero,
+		PreviousAmountUSD: decimal.Zero, AdjustmentUSD: decimal.Zero, BilledBeforeUSD: decimal.Zero, ChargeUSD: decimal.Zero,
 	}
 	if inv.TotalMAU != r.MAU {
 		return nil, fmt.Errorf("%w: %s %s v%d: MAU %d but its apps sum to %d", ErrInvalidRollup, r.TenantID, r.Month, r.Version, r.MAU, inv.TotalMAU)
@@ -87,11 +89,59 @@ func Build(t *tenant.Tenant, plans *plan.Catalog, r *chstore.Rollup, prev *chsto
 		return nil, err
 	}
 	inv.Entitlements = string(ent)
-	if prev != nil {
-		inv.PreviousInvoiceID, inv.PreviousRollupVersion = prev.InvoiceID, prev.RollupVersion
-		inv.PreviousAmountUSD = prev.AmountUSD
-		inv.AdjustmentUSD = inv.AmountUSD.Sub(prev.AmountUSD)
-	}
+	Adjust(inv, earlier)
 	inv.MAUSQL = chstore.MAUSQL(database, inv)
 	return inv, nil
+}
+
+// FlagStaleVersion flags the invoice of a rollup version older than one its month had already
+// rated: it is recorded, priced, and charges nothing.
+const FlagStaleVersion = "stale_version"
+
+// Adjust places inv, priced and not yet stored, in its month's billing order after billed (the
+// invoices of the month rated before it, in any order, none of inv's rollup version) and sets
+// what it charges, in cents:
+//
+//   - billing_seq: one more than the highest in billed (1 for the first);
+//   - billed_before: the sum of billed's charges (the first invoice's amount plus every
+//     adjustment since);
+//   - the first invoice charges its amount (adjustment 0: it is the month's own bill);
+//   - a rollup version newer than every version in billed charges its adjustment, amount −
+//     billed_before;
+//   - an older version (stale: a restatement rated after a newer one, as when `rate --stored`
+//     rates a version the consumer skipped) charges 0, is flagged stale_version and linked to
+//     the version that superseded it.
+//
+// previous_* name the invoice of the newest version in billed. So after every invoice the
+// month's charges add up to the amount of the newest version rated: any order of rating bills
+// the newest version's amount exactly once. Adjust does no I/O.
+func Adjust(inv *chstore.Invoice, billed []*chstore.Invoice) {
+	var newest *chstore.Invoice
+	before := decimal.Zero
+	seq := uint32(0)
+	for _, b := range billed {
+		before = before.Add(b.ChargeUSD)
+		seq = max(seq, b.BillingSeq)
+		if newest == nil || b.RollupVersion > newest.RollupVersion {
+			newest = b
+		}
+	}
+	inv.BillingSeq, inv.BilledBeforeUSD = seq+1, before
+	inv.AdjustmentUSD, inv.SupersededByVersion = decimal.Zero, 0
+	inv.PreviousInvoiceID, inv.PreviousRollupVersion, inv.PreviousAmountUSD = "", 0, decimal.Zero
+	if newest == nil {
+		inv.ChargeUSD = inv.AmountUSD
+		return
+	}
+	inv.PreviousInvoiceID, inv.PreviousRollupVersion, inv.PreviousAmountUSD = newest.InvoiceID, newest.RollupVersion, newest.AmountUSD
+	if inv.RollupVersion < newest.RollupVersion {
+		inv.ChargeUSD, inv.SupersededByVersion = decimal.Zero, newest.RollupVersion
+		if !slices.Contains(inv.Flags, FlagStaleVersion) {
+			inv.Flags = append(slices.Clone(inv.Flags), FlagStaleVersion)
+			slices.Sort(inv.Flags)
+		}
+		return
+	}
+	inv.ChargeUSD = inv.AmountUSD.Sub(before)
+	inv.AdjustmentUSD = inv.ChargeUSD
 }

@@ -26,6 +26,13 @@ const Group = "maumeter-rate"
 // ErrUnknownTenant is returned for a rollup of a tenant the catalogue does not list.
 var ErrUnknownTenant = errors.New("tenant not in the catalogue")
 
+// ErrContention is returned when a rating lost its month's billing order maxClaims times in a
+// row; it is retried like any failure to reach ClickHouse.
+var ErrContention = errors.New("billing order contention")
+
+// maxClaims bounds the attempts of one rating at its month's next billing_seq.
+const maxClaims = 100
+
 // Config of a rater.
 type Config struct {
 	Brokers      []string
@@ -49,6 +56,7 @@ type Rater struct {
 
 	invoices  *prometheus.CounterVec
 	unchanged prometheus.Counter
+	lostOrder prometheus.Counter
 	late      prometheus.Counter
 	skipped   *prometheus.CounterVec
 	errors    prometheus.Counter
@@ -74,6 +82,8 @@ func New(cfg Config, tenants *tenant.Catalog, plans *plan.Catalog, store *chstor
 			Help: "Invoices written, by rollup kind (close, restatement)."}, []string{"kind"}),
 		unchanged: prometheus.NewCounter(prometheus.CounterOpts{Name: "maumeter_rater_already_rated_total",
 			Help: "Rollups whose invoice existed already: nothing written."}),
+		lostOrder: prometheus.NewCounter(prometheus.CounterOpts{Name: "maumeter_rater_billing_order_retries_total",
+			Help: "Ratings that lost their month's next billing_seq to another rater and placed their invoice again."}),
 		late: prometheus.NewCounter(prometheus.CounterOpts{Name: "maumeter_rater_invoices_late_total",
 			Help: "Invoices of closed months written after their due time (end of day 3 of the next month)."}),
 		skipped: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "maumeter_rater_skipped_messages_total",
@@ -84,7 +94,7 @@ func New(cfg Config, tenants *tenant.Catalog, plans *plan.Catalog, store *chstor
 			Help: "Tenant-months with devices whose invoice is due (end of day 3 of the next month) and does not exist: alert on > 0."}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{r.invoices, r.unchanged, r.late, r.skipped, r.errors, r.overdue} {
+		for _, c := range []prometheus.Collector{r.invoices, r.unchanged, r.lostOrder, r.late, r.skipped, r.errors, r.overdue} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("rater metrics: %w", err)
 			}
@@ -95,41 +105,59 @@ func New(cfg Config, tenants *tenant.Catalog, plans *plan.Catalog, store *chstor
 
 // Rate writes the invoice of rollup ro unless it exists, and returns the invoice and whether it
 // was written now. An existing invoice is never rewritten: a bill once issued stays as issued.
+//
+// The invoice takes the next place in its month's billing order and charges what the month's
+// earlier invoices have not billed (Adjust). Two raters may rate versions of one month at once
+// (the consumer and an operator's `rate --stored`): the place is taken by a conditional insert
+// (chstore.ClaimInvoice), and a rater that loses it re-reads the month, where it finds the
+// winner's invoice (or its own version, rated by the other), and places its invoice again.
 func (r *Rater) Rate(ctx context.Context, ro *chstore.Rollup) (*chstore.Invoice, bool, error) {
 	t, ok := r.tenants.Tenant(ro.TenantID)
 	if !ok {
 		return nil, false, fmt.Errorf("rate %s %s v%d: %w", ro.TenantID, ro.Month, ro.Version, ErrUnknownTenant)
 	}
 	tm := chstore.TenantMonth{TenantID: ro.TenantID, Month: ro.Month}
-	invs, err := r.store.Invoices(ctx, chstore.InvoiceFilter{TenantID: tm.TenantID, Month: tm.Month, AllVersions: true})
-	if err != nil {
-		return nil, false, err
-	}
-	var prev *chstore.Invoice
-	for _, inv := range invs {
-		if inv.RollupVersion == ro.Version {
-			r.unchanged.Inc()
-			return inv, false, nil
+	var inv *chstore.Invoice
+	for attempt := 1; ; attempt++ {
+		invs, err := r.store.Invoices(ctx, chstore.InvoiceFilter{TenantID: tm.TenantID, Month: tm.Month, AllVersions: true})
+		if err != nil {
+			return nil, false, err
 		}
-		if inv.RollupVersion < ro.Version {
-			prev = inv
+		for _, have := range invs {
+			if have.RollupVersion == ro.Version {
+				r.unchanged.Inc()
+				return have, false, nil
+			}
 		}
-	}
-	inv, err := Build(t, r.plans, ro, prev, r.store.Database(), r.now())
-	if err != nil {
-		return nil, false, err
-	}
-	if err := r.store.InsertInvoice(ctx, inv); err != nil {
-		return nil, false, err
+		if inv, err = Build(t, r.plans, ro, invs, r.store.Database(), r.now()); err != nil {
+			return nil, false, err
+		}
+		won, err := r.store.ClaimInvoice(ctx, inv)
+		if err != nil {
+			return nil, false, err
+		}
+		if won {
+			break
+		}
+		// Every loss is another invoice of the month written meanwhile: a month has few versions.
+		r.lostOrder.Inc()
+		if attempt == maxClaims {
+			return nil, false, fmt.Errorf("rate %s %s v%d: lost the billing order %d times: %w", ro.TenantID, ro.Month, ro.Version, attempt, ErrContention)
+		}
 	}
 	r.invoices.WithLabelValues(inv.RollupKind).Inc()
 	if inv.RollupKind == "close" && inv.RatedAt.After(inv.DueBy) {
 		r.late.Inc()
 		r.log.Warn("invoice written after its due time", "tenant", inv.TenantID, "month", inv.Month, "due_by", inv.DueBy)
 	}
+	if inv.SupersededByVersion > 0 {
+		r.log.Warn("stale rollup version invoiced with no charge: a newer version was rated first",
+			"invoice", inv.InvoiceID, "tenant", inv.TenantID, "month", inv.Month, "rollup_version", inv.RollupVersion,
+			"superseded_by_version", inv.SupersededByVersion)
+	}
 	r.log.Info("invoice written", "invoice", inv.InvoiceID, "tenant", inv.TenantID, "month", inv.Month,
-		"rollup_version", inv.RollupVersion, "mau", inv.MAU, "amount_usd", inv.AmountUSD.StringFixed(2),
-		"adjustment_usd", inv.AdjustmentUSD.StringFixed(2), "flags", inv.Flags)
+		"rollup_version", inv.RollupVersion, "billing_seq", inv.BillingSeq, "mau", inv.MAU, "amount_usd", inv.AmountUSD.StringFixed(2),
+		"billed_before_usd", inv.BilledBeforeUSD.StringFixed(2), "charge_usd", inv.ChargeUSD.StringFixed(2), "flags", inv.Flags)
 	return inv, true, nil
 }
 
@@ -231,7 +259,9 @@ func decode(msg kafka.Message) (*chstore.Rollup, string, error) {
 
 // RateStored rates every rollup version stored in ClickHouse for a month (YYYY-MM; empty: every
 // month) and tenant (empty: every tenant) that has no invoice yet, in version order. It is the
-// way back after a rollup message was skipped or compacted away before a rater saw it.
+// way back after a rollup message was skipped or compacted away before a rater saw it; a version
+// older than one already rated is invoiced stale, with no charge (Adjust). It may run beside
+// the rater's consumer.
 func (r *Rater) RateStored(ctx context.Context, tenantID, month string) ([]*chstore.Invoice, error) {
 	ros, err := r.store.Rollups(ctx, tenantID, month)
 	if err != nil {

@@ -258,14 +258,19 @@ func TestRaterInvoicesRestatementsAndReruns(t *testing.T) {
 	r.publishRaw(t, "ghost/2026-10", bus.RollupSchema, []byte(`{"tenant_id":"ghost","month":"2026-10","version":1,"mau":1,"mau_by_app":{"x":1}}`))
 
 	// Three late devices: a restatement, invoiced with an adjustment of 3 × 0.015 = 0.045:
-	// 0.27 − 0.23 = 0.04 (each total is rounded once, the adjustment is their difference).
+	// 0.27 − 0.23 billed before = 0.04 (each total is rounded once, the adjustment is their
+	// difference).
 	r.set(r.now().Add(time.Hour))
 	r.devices(t, "acme", "acme-app", 25, 3)
 	r.close(t, "acme")
 	inv2 := r.waitInvoice(t, "acme", 2)
 	if inv2.MAU != 28 || inv2.AmountUSD.StringFixed(2) != "0.27" || inv2.AdjustmentUSD.StringFixed(2) != "0.04" ||
-		inv2.PreviousInvoiceID != inv.InvoiceID || inv2.PreviousRollupVersion != 1 || inv2.RollupKind != "restatement" {
+		inv2.PreviousInvoiceID != inv.InvoiceID || inv2.PreviousRollupVersion != 1 || inv2.RollupKind != "restatement" ||
+		inv2.BillingSeq != 2 || inv2.BilledBeforeUSD.StringFixed(2) != "0.23" || inv2.ChargeUSD.StringFixed(2) != "0.04" {
 		t.Fatalf("v2 invoice = %+v", inv2)
+	}
+	if inv.BillingSeq != 1 || inv.ChargeUSD.StringFixed(2) != "0.23" || !inv.BilledBeforeUSD.IsZero() {
+		t.Errorf("v1 billing order: seq %d, billed before %s, charge %s; want 1, 0, 0.23", inv.BillingSeq, inv.BilledBeforeUSD, inv.ChargeUSD)
 	}
 	checkEvidence(t, r.store, inv2)
 	for reason, want := range map[string]float64{"bad_json": 1, "unknown_schema": 1, "unknown_tenant": 1} {
@@ -274,13 +279,15 @@ func TestRaterInvoicesRestatementsAndReruns(t *testing.T) {
 		}
 	}
 
-	// The statement of the month: the current invoice with the adjustment linked to both versions.
+	// The statement of the month: the current invoice with the adjustment linked to both
+	// versions, pending, and the month's draft bill charging both invoices: 0.27.
 	sts, err := Reader{Store: r.store}.Statements(ctx, "acme", "2026-10")
 	if err != nil || len(sts) != 1 {
 		t.Fatalf("statements = %+v, %v", sts, err)
 	}
 	if st := sts[0]; st.InvoiceID != inv2.InvoiceID || st.AmountUSD != "0.27" || len(st.Adjustments) != 1 ||
-		st.Adjustments[0].Cents != 4 || st.Adjustments[0].PreviousInvoiceID != inv.InvoiceID {
+		st.Adjustments[0].Cents != 4 || st.Adjustments[0].PreviousInvoiceID != inv.InvoiceID || st.Adjustments[0].Status != StatusPending ||
+		st.Bill.Status != BillDraft || st.Bill.MonthUSD != "0.27" || st.Bill.TotalUSD != "0.27" {
 		t.Errorf("statement = %+v", st)
 	}
 
@@ -317,8 +324,8 @@ func TestRaterInvoicesRestatementsAndReruns(t *testing.T) {
 	}
 	written, err := rt2.RateStored(ctx, "acme", "2026-10")
 	if err != nil || len(written) != 1 || written[0].RollupVersion != 3 || written[0].PreviousInvoiceID != inv2.InvoiceID ||
-		!written[0].AdjustmentUSD.IsZero() {
-		t.Fatalf("RateStored = %+v, %v; want the v3 invoice, adjusting v2 by 0", written, err)
+		!written[0].AdjustmentUSD.IsZero() || written[0].BillingSeq != 3 || written[0].BilledBeforeUSD.StringFixed(2) != "0.27" {
+		t.Fatalf("RateStored = %+v, %v; want the v3 invoice, adjusting the 0.27 billed by 0", written, err)
 	}
 	if written, err := rt2.RateStored(ctx, "", ""); err != nil || len(written) != 0 {
 		t.Errorf("RateStored again = %+v, %v; want nothing", written, err)
