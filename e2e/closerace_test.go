@@ -220,7 +220,6 @@ type invoiceRow struct {
 	mauSQL        string
 }
 
-
 func invoiceRows(t *testing.T, conn clickhouse.Conn, tenant, month string) []invoiceRow {
 	t.Helper()
 	rows, err := conn.Query(context.Background(), `SELECT rollup_version, count(), any(mau), any(total_mau), any(amount_usd),
