@@ -26,6 +26,7 @@ func runClose(ctx context.Context, now func() time.Time, args []string, stdout, 
 	o.kafkaFlags(fs)
 	o.clickhouseFlags(fs)
 	o.closerFlags(fs)
+	o.plansFlags(fs)
 	month := fs.String("month", "", "month to close, YYYY-MM (in each tenant's time zone)")
 	only := fs.String("tenant", "", "close for this tenant only (default: every tenant of the catalogue)")
 	timeout := fs.Duration("timeout", 10*time.Minute, "longest wait for the counters to catch up")
@@ -40,7 +41,7 @@ func runClose(ctx context.Context, now func() time.Time, args []string, stdout, 
 	if err != nil {
 		return err
 	}
-	catalog, err := tenant.Load(o.tenants)
+	_, catalog, err := o.loadCatalogs()
 	if err != nil {
 		return err
 	}

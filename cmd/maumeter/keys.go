@@ -42,6 +42,7 @@ func runKeys(ctx context.Context, now func() time.Time, args []string, stdout, s
 	o := &options{now: now}
 	fs := flag.NewFlagSet("keys "+args[0], flag.ContinueOnError)
 	o.commonFlags(fs)
+	o.plansFlags(fs)
 	switch args[0] {
 	case "new":
 		id := fs.String("tenant", "", "tenant the key belongs to (required but with --operator)")
@@ -60,7 +61,7 @@ func runKeys(ctx context.Context, now func() time.Time, args []string, stdout, s
 		case !*operator && *id == "":
 			return fmt.Errorf("%w: --tenant is required (or --operator)", errUsage)
 		}
-		c, err := tenant.Load(o.tenants)
+		_, c, err := o.loadCatalogs()
 		if err != nil {
 			return err
 		}
@@ -111,7 +112,7 @@ func runKeys(ctx context.Context, now func() time.Time, args []string, stdout, s
 		if err := parseFlags(fs, args[1:], stderr); err != nil {
 			return err
 		}
-		c, err := tenant.Load(o.tenants)
+		_, c, err := o.loadCatalogs()
 		if err != nil {
 			return err
 		}
@@ -144,7 +145,7 @@ func runKeys(ctx context.Context, now func() time.Time, args []string, stdout, s
 			}
 			*key = strings.TrimSpace(line)
 		}
-		c, err := tenant.Load(o.tenants)
+		_, c, err := o.loadCatalogs()
 		if err != nil {
 			return err
 		}

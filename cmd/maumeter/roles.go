@@ -112,7 +112,9 @@ func (o *options) loadCatalogs() (*plan.Catalog, *tenant.Catalog, error) {
 }
 
 // plansFlags: the plan catalogue. The rater prices with it; the gateway and the counter take
-// the POC caps from it (plan.Catalog.DailyCaps), so every role reads the same file.
+// the POC caps from it (plan.Catalog.DailyCaps), so every role reads the same file. Every
+// command that reads the tenant catalogue takes it too (loadCatalogs), since a tenant catalogue
+// naming a plan only a custom catalogue holds is refused against the embedded one.
 func (o *options) plansFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.plans, "plans", "", "plan catalogue (YAML, schemas/catalog/plans.schema.json); empty: the embedded one, the billing overview's plans")
 }

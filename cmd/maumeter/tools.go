@@ -33,6 +33,7 @@ func runImport(ctx context.Context, now func() time.Time, args []string, stdout,
 	o.kafkaFlags(fs)
 	o.clickhouseFlags(fs)
 	o.closerFlags(fs)
+	o.plansFlags(fs)
 	closeAfter := fs.Bool("close", true, "after the import, wait for the counters and close the touched months whose close time has passed")
 	closeTimeout := fs.Duration("close-timeout", 30*time.Minute, "longest wait for the counters to consume the import")
 	file := fs.String("file", "", "NDJSON file of events ('-' for standard input)")
@@ -48,7 +49,7 @@ func runImport(ctx context.Context, now func() time.Time, args []string, stdout,
 	if err != nil {
 		return err
 	}
-	catalog, err := tenant.Load(o.tenants)
+	_, catalog, err := o.loadCatalogs()
 	if err != nil {
 		return err
 	}
@@ -188,6 +189,7 @@ func runLoadgen(ctx context.Context, now func() time.Time, args []string, stdout
 	o := &options{now: now}
 	fs := flag.NewFlagSet("loadgen", flag.ContinueOnError)
 	o.commonFlags(fs)
+	o.plansFlags(fs)
 	url := fs.String("url", "http://127.0.0.1:8080/v1/events", "ingest endpoint")
 	devices := fs.Int("devices", 10000, "distinct devices per tenant")
 	eventsPer := fs.Float64("events-per-device", 3, "mean events per device")
@@ -202,7 +204,7 @@ func runLoadgen(ctx context.Context, now func() time.Time, args []string, stdout
 	if err != nil {
 		return err
 	}
-	catalog, err := tenant.Load(o.tenants)
+	_, catalog, err := o.loadCatalogs()
 	if err != nil {
 		return err
 	}
