@@ -1,10 +1,10 @@
 # syntax=docker/dockerfile:1
 
 # One image for every role: the service's command picks the subcommand
-# (serve|ingest|count|archive|rate|import|migrate|loadgen|demo|audit).
+# (serve|ingest|count|rate|migrate|close|import|loadgen|demo|audit|keys|mau|version|...).
 #
-#   docker build -t maumeter:dev .
-#   docker run --rm maumeter:dev --help
+#   docker build --build-arg VERSION="$(git describe --tags --always --dirty)" -t maumeter:dev .
+#   docker run --rm maumeter:dev version
 
 FROM golang:1.26 AS build
 WORKDIR /src

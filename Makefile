@@ -13,6 +13,10 @@ CH_HTTP_PORT ?= 18123
 KAFKA_PORT ?= 19092
 KAFKA_CONTROLLER_PORT ?= 19093
 UP_DIR := .cache/up
+# What `make build` stamps into the binary (`maumeter version`); the Dockerfile takes it as a build arg.
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+# staticcheck, run by `make lint` through `go run` at this version (not a module requirement).
+STATICCHECK_VERSION ?= v0.8.2
 
 .PHONY: help
 help: ## Show this help
@@ -47,8 +51,8 @@ down: ## Stop the services started by `make up` (their data stays in .cache/up/)
 	@scripts/clickhouse.sh stop $(UP_DIR)/clickhouse
 
 .PHONY: build
-build: ## Build bin/maumeter
-	$(GO) build -o bin/maumeter ./cmd/maumeter
+build: ## Build bin/maumeter, stamped with VERSION (default: git describe) for `maumeter version`
+	$(GO) build -ldflags "-X main.version=$(VERSION)" -o bin/maumeter ./cmd/maumeter
 
 # Fuzzers run by `make test` (and `make fuzz`), each for FUZZTIME: package:FuzzName.
 FUZZTIME ?= 10s
@@ -93,11 +97,23 @@ bench: ## Run the benchmarks against real ClickHouse + Kafka
 	scripts/with-services.sh --clickhouse --kafka -- $(GO) test -run '^$$' -bench . -benchmem ./...
 
 .PHONY: lint
-lint: ## gofmt -l (must print nothing) and go vet
+lint: ## gofmt, go vet, staticcheck, shellcheck (scripts, .ci/run) and go mod tidy -diff: each must report nothing
+	@echo "gofmt -l"
 	@files=$$(git ls-files -co --exclude-standard '*.go'); \
 	bad=$$(gofmt -l $$files); \
 	if [ -n "$$bad" ]; then echo "gofmt needed on:"; echo "$$bad"; exit 1; fi
 	$(GO) vet ./...
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
+	@if ! command -v shellcheck >/dev/null; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			echo "shellcheck missing: apt-get install shellcheck"; \
+			apt-get install -y -qq shellcheck >/dev/null || { apt-get update -qq && apt-get install -y -qq shellcheck >/dev/null; }; \
+		else \
+			echo "make lint: shellcheck is not installed; install it (Debian/Ubuntu: sudo apt-get install shellcheck) and run again" >&2; exit 1; \
+		fi; \
+	fi
+	shellcheck $$(git ls-files -co --exclude-standard '*.sh') .ci/run
+	$(GO) mod tidy -diff
 
 .PHONY: clean
 clean: down ## Stop `make up` services; remove bin/ and .cache/up/ (keeps downloads)

@@ -12,7 +12,8 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"sort"
+	"runtime"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -42,7 +43,13 @@ var commands = []command{
 	{"keys", "make, list and check ingest keys (kept hashed in the tenant catalogue)", runKeys},
 	{"mau", "print the exact MAU of every tenant-month from ClickHouse", runMAU},
 	{"healthcheck", "exit 0 when an HTTP health endpoint answers 200 (for container health checks)", runHealthcheck},
+	{"version", "print the version, the Go version and the source revision of this binary", runVersion},
 }
+
+// version is stamped at build: go build -ldflags "-X main.version=$(git describe)" (`make
+// build` and the Dockerfile do). Unstamped, runVersion falls back to the module version Go
+// records from the checkout.
+var version = ""
 
 // errUsage marks errors that are the caller's: exit code 2.
 var errUsage = errors.New("usage")
@@ -94,6 +101,33 @@ func run(ctx context.Context, now func() time.Time, args []string, stdout, stder
 	fmt.Fprintf(stderr, "maumeter: unknown command %q\n\n", args[0])
 	usage(stderr)
 	return 2
+}
+
+// runVersion prints the stamped version, the Go toolchain and the VCS settings Go embeds
+// (debug.ReadBuildInfo): enough to find the commit a running binary was built from.
+func runVersion(_ context.Context, _ func() time.Time, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("version", flag.ContinueOnError)
+	if err := parseFlags(fs, args, stderr); err != nil {
+		return err
+	}
+	v := version
+	info, ok := debug.ReadBuildInfo()
+	if v == "" && ok {
+		v = info.Main.Version // "(devel)" from go run and go test; a pseudo-version from go build
+	}
+	if v == "" {
+		v = "unknown"
+	}
+	fmt.Fprintf(stdout, "maumeter %s\n", v)
+	fmt.Fprintf(stdout, "go %s %s/%s\n", runtime.Version(), runtime.GOOS, runtime.GOARCH)
+	if ok {
+		for _, s := range info.Settings {
+			if strings.HasPrefix(s.Key, "vcs") {
+				fmt.Fprintf(stdout, "%s %s\n", s.Key, s.Value)
+			}
+		}
+	}
+	return nil
 }
 
 // exitCode carries a specific exit status with its message.
@@ -149,13 +183,4 @@ func newLogger(w io.Writer, level string) (*slog.Logger, error) {
 		return nil, fmt.Errorf("%w: log level %q: want debug, info, warn or error", errUsage, level)
 	}
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
-}
-
-func sortedKeys[M ~map[string]V, V any](m M) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }

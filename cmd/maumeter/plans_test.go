@@ -104,17 +104,17 @@ func TestCommandsTakePlans(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			now := func() time.Time { return time.Date(2026, 11, 25, 9, 0, 0, 0, time.UTC) }
-			call := func(extra ...string) (error, string, string) {
+			call := func(extra ...string) (string, string, error) {
 				var stdout, stderr bytes.Buffer
 				args := append(append([]string{}, tc.args...), append([]string{"--tenants", tenants}, extra...)...)
 				err := tc.run(context.Background(), now, args, &stdout, &stderr)
-				return err, stdout.String(), stderr.String()
+				return stdout.String(), stderr.String(), err
 			}
-			err, _, _ := call()
+			_, _, err := call()
 			if !errors.Is(err, tenant.ErrInvalid) || !strings.Contains(err.Error(), "starter") {
 				t.Errorf("without --plans: %v, want the tenant catalogue refused for plan \"starter\"", err)
 			}
-			err, stdout, stderr := call("--plans", plans)
+			stdout, stderr, err := call("--plans", plans)
 			if errors.Is(err, tenant.ErrInvalid) {
 				t.Fatalf("with --plans %s: the tenant catalogue is still refused: %v\n%s", plans, err, stderr)
 			}
