@@ -128,7 +128,7 @@ func (o *options) closeFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.rollupsTopic, "rollups-topic", bus.RollupsTopic, "compacted Kafka topic of monthly rollups")
 	fs.DurationVar(&o.closeGrace, "close-grace", count.DefaultGrace, "a month closes this long after it ends in the tenant's time zone (at most 71h: it must be rated before the end of day 3 of the next month)")
 	fs.DurationVar(&o.closeInterval, "close-interval", 10*time.Second, "how often the closer checks for months to close or restate")
-	fs.DurationVar(&o.closeWindow, "close-window", 35*24*time.Hour, "months whose close time is older than this close only by import or `maumeter close`")
+	fs.DurationVar(&o.closeWindow, "close-window", 35*24*time.Hour, "months whose close time is older than this close only by import or \"maumeter close\"")
 }
 
 func (o *options) closeConfig() count.CloseConfig {

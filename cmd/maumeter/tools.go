@@ -196,7 +196,7 @@ func runLoadgen(ctx context.Context, now func() time.Time, args []string, stdout
 	days := fs.Int("days", 30, "spread events over the last N days")
 	batch := fs.Int("batch", 500, "events per request")
 	conc := fs.Int("concurrency", 4, "requests in flight")
-	keyList := fs.String("ingest-keys", "", "ingest key of each tenant: tenant=key,tenant=key (see `maumeter keys new`)")
+	keyList := fs.String("ingest-keys", "", "ingest key of each tenant: tenant=key,tenant=key (see \"maumeter keys new\")")
 	if err := parseFlags(fs, args, stderr); err != nil {
 		return err
 	}
