@@ -8,7 +8,7 @@ import (
 	"time"
 )
 
-// TestDemo runs `maumeter demo` (the second of the README's two commands) small, on the real
+// TestDemo runs `maumeter demo` (`make demo`, the first of the README's two commands) small, on the real
 // ClickHouse: it must end with every tenant-month equal to its generator's truth and print the
 // invoices of the months it closed, each reproduced by its own SQL.
 func TestDemo(t *testing.T) {

@@ -1,6 +1,6 @@
 // Command maumeter meters the Monthly Active Users of mini programs in super apps. Every role of
 // the pipeline is a subcommand, so one binary (and one image) serves them all; `serve` runs
-// ingest and count in one process, on an in-process Kafka when no brokers are given.
+// ingest, count and rate in one process, on an in-process Kafka when no brokers are given.
 package main
 
 import (
@@ -30,7 +30,7 @@ type command struct {
 }
 
 var commands = []command{
-	{"serve", "ingest + count in one process (in-process Kafka when --kafka-brokers is empty)", runServe},
+	{"serve", "ingest + count + rate in one process (in-process Kafka when --kafka-brokers is empty)", runServe},
 	{"ingest", "HTTP ingest only: POST /v1/events to Kafka", runIngest},
 	{"count", "counter only: consume events, keep exact sets, write mau_devices", runCount},
 	{"migrate", "apply ClickHouse migrations and create the Kafka topics (events, rollups, caps)", runMigrate},

@@ -1,7 +1,7 @@
 // Package tenant is the tenant catalogue: who the platform's customers are, their plan purchases
 // (with contract overrides), their billing time zone and which super apps (production and
-// testing) send their events. The catalogue is one YAML file (tenants.yaml, format in README and
-// docs/ARCHITECTURE.md), checked at load against its JSON schema
+// testing) send their events. The catalogue is one YAML file (tenants.yaml, format in
+// docs/CONFIGURATION.md and docs/ARCHITECTURE.md), checked at load against its JSON schema
 // (schemas/catalog/tenants.schema.json) and then by Go for what a schema cannot say; every error
 // names the file, the tenant and the field. It also holds the keys of the API, hashed (keys.go):
 // each tenant's ingest keys (POST /v1/events) and read keys (its MAU and invoices), and the
