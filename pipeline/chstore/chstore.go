@@ -69,7 +69,7 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open clickhouse %s: %w", cfg.Addr, err)
 	}
-	s := &Store{cfg: cfg, conn: conn, log: log}
+	s := &Store{cfg: cfg, conn: detached{conn}, log: log}
 	if err := s.ensureDatabase(ctx); err != nil {
 		conn.Close()
 		return nil, err
@@ -91,11 +91,12 @@ func options(cfg Config, db string) *clickhouse.Options {
 
 // ensureDatabase creates the database over a connection that does not select it.
 func (s *Store) ensureDatabase(ctx context.Context) error {
-	conn, err := clickhouse.Open(options(s.cfg, ""))
+	raw, err := clickhouse.Open(options(s.cfg, ""))
 	if err != nil {
 		return fmt.Errorf("open clickhouse %s: %w", s.cfg.Addr, err)
 	}
-	defer conn.Close()
+	defer raw.Close()
+	conn := detached{raw}
 	if err := conn.Ping(ctx); err != nil {
 		return fmt.Errorf("ping clickhouse %s: %w", s.cfg.Addr, err)
 	}
