@@ -200,3 +200,55 @@ func TestMAUSQLLegacyInvoice(t *testing.T) {
 		t.Errorf("mau_sql =\n%s\nwant\n%s", got, want)
 	}
 }
+
+// TestCancelledCallsLeaveTheServerUp: calls whose contexts end at random moments, some before
+// the call and most during it, never reach the server as a torn connection (which kills the
+// embedded ClickHouse: see detached); the server answers afterwards and every insert that
+// returned nil is stored.
+func TestCancelledCallsLeaveTheServerUp(t *testing.T) {
+	s := openTest(t)
+	ctx := context.Background()
+	if _, err := s.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	stored, cancelled := 0, 0
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Go(func() {
+			for i := range 60 {
+				rows := make([]DeviceRow, 2000)
+				for j := range rows {
+					g := fmt.Sprintf("w%d-%d-%d", w, i, j)
+					rows[j] = DeviceRow{TenantID: "acme", Month: "2026-10", AppID: "a", Key: event.KeyOf("acme", "a", g), GUID: g,
+						FirstSeenAt: time.Date(2026, 10, 2, 0, 0, 0, 0, time.UTC), FirstEvent: event.Open, Offset: int64(j)}
+				}
+				cctx, cancel := context.WithTimeout(ctx, time.Duration(i%20)*time.Millisecond)
+				err := s.InsertDevices(cctx, rows)
+				_, ferr := s.Facts(cctx, TenantMonth{"acme", "2026-10"}, nil)
+				cancel()
+				mu.Lock()
+				if err == nil {
+					stored += len(rows)
+				}
+				if errors.Is(err, context.DeadlineExceeded) || errors.Is(ferr, context.DeadlineExceeded) {
+					cancelled++
+				} else if err != nil || ferr != nil {
+					t.Errorf("insert %v, facts %v", err, ferr)
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if err := s.Ping(ctx); err != nil {
+		t.Fatalf("ClickHouse is gone after cancelled calls: %v", err)
+	}
+	if cancelled == 0 {
+		t.Error("no call saw its context end: the test cancelled nothing")
+	}
+	if n, err := s.MAU(ctx, "acme", "2026-10"); err != nil || n != uint64(stored) {
+		t.Errorf("MAU %d (%v); inserts that returned nil stored %d devices", n, err, stored)
+	}
+	t.Logf("%d calls ended by their context; %d devices stored", cancelled, stored)
+}
