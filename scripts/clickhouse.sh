@@ -148,16 +148,13 @@ cmd_start() {
 	done
 
 	mkdir -p "$DATADIR"
-	[[ -f $LOGFILE ]] && mv -f "$LOGFILE" "$LOGFILE.prev"
 	write_ports "$PORTSFILE" "tcp_port=$tcp" "http_port=$http"
 	t0=$(now_ms)
-	# setsid: own session, so a terminal's Ctrl-C or hangup does not reach it;
-	# the callers stop it explicitly. The subshell execs, so $! is the launcher.
-	# Warnings and errors (a crash's stack trace too) go to the log; nothing below that.
-	(cd "$DATADIR" && exec setsid "$CH_BIN" -path "$DATADIR/" -tcp-port "$tcp" -http-port "$http" -- --logger.console=1 --log-level=warning) \
-		>"$LOGFILE" 2>&1 </dev/null &
-	pid=$!
-	echo "$pid" >"$PIDFILE"
+	# Warnings and errors (a fatal signal's stack trace too) go to the log, unbuffered; nothing
+	# below that. run-logged.sh appends how the launcher ended (exit status or signal, OOM).
+	spawn_service clickhouse "$PIDFILE" "$LOGFILE" "$DATADIR" --unbuffered -- \
+		"$CH_BIN" -path "$DATADIR/" -tcp-port "$tcp" -http-port "$http" -- --logger.console=1 --log-level=warning
+	pid=$SPAWNED_PID
 
 	for ((i = 0; ; i++)); do
 		if [[ $(http_ping "$http") == "Ok." ]]; then
@@ -165,15 +162,15 @@ cmd_start() {
 			return 0
 		fi
 		if ! kill -0 "$pid" 2>/dev/null; then
-			local rc=0
-			wait "$pid" 2>/dev/null || rc=$?
+			local how
+			how=$(exit_line "$PIDFILE")
 			rm -f "$PIDFILE"
 			show_log_tail "$LOGFILE"
 			if grep -q 'Address already in use' "$LOGFILE" 2>/dev/null; then
 				log "clickhouse: a port (tcp $tcp / http $http) is already in use"
 				exit 3
 			fi
-			die "clickhouse: launcher exited with code $rc before answering /ping on port $http (data dir $DATADIR)"
+			die "clickhouse: launcher ended before answering /ping on port $http (data dir $DATADIR): $how"
 		fi
 		if ((i >= CH_START_TIMEOUT * 10)); then
 			show_log_tail "$LOGFILE"

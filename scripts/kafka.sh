@@ -202,16 +202,12 @@ cmd_start() {
 	write_ports "$PORTSFILE" "port=$port" "controller_port=$cport"
 	write_config "$port" "$cport"
 	format_storage
-	[[ -f $LOGFILE ]] && mv -f "$LOGFILE" "$LOGFILE.prev"
-
 	java_opts
 	t0=$(now_ms)
-	# setsid: own session, so a terminal's Ctrl-C or hangup does not reach it;
-	# the callers stop it explicitly. The subshell execs, so $! is the JVM.
-	(cd "$DATADIR" && exec setsid java "${JAVA_OPTS[@]}" -cp "$K_LIBS/*" kafka.Kafka "$PROPS") \
-		>"$LOGFILE" 2>&1 </dev/null &
-	pid=$!
-	echo "$pid" >"$PIDFILE"
+	# run-logged.sh appends how the JVM ended (exit status or signal, OOM) to the log.
+	spawn_service kafka "$PIDFILE" "$LOGFILE" "$DATADIR" -- \
+		java "${JAVA_OPTS[@]}" -cp "$K_LIBS/*" kafka.Kafka "$PROPS"
+	pid=$SPAWNED_PID
 
 	for ((i = 0; ; i++)); do
 		if grep -q 'Kafka Server started' "$LOGFILE" 2>/dev/null && tcp_open "$port"; then
@@ -219,15 +215,15 @@ cmd_start() {
 			return 0
 		fi
 		if ! kill -0 "$pid" 2>/dev/null; then
-			local rc=0
-			wait "$pid" 2>/dev/null || rc=$?
+			local how
+			how=$(exit_line "$PIDFILE")
 			rm -f "$PIDFILE"
 			show_log_tail "$LOGFILE"
 			if grep -q 'Address already in use' "$LOGFILE" 2>/dev/null; then
 				log "kafka: a port ($port / $cport) is already in use"
 				exit 3
 			fi
-			die "kafka: broker exited with code $rc before it started (data dir $DATADIR)"
+			die "kafka: broker ended before it started (data dir $DATADIR): $how"
 		fi
 		if ((i >= KAFKA_START_TIMEOUT * 10)); then
 			show_log_tail "$LOGFILE"
