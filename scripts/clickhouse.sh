@@ -109,6 +109,7 @@ paths() {
 
 # http_ping PORT: prints the body of GET /ping (ClickHouse answers "Ok.").
 http_ping() {
+	# shellcheck disable=SC2016 # expanded by the inner bash
 	timeout 3 bash -c '
 		exec 3<>"/dev/tcp/127.0.0.1/$1" || exit 1
 		printf "GET /ping HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n" >&3

@@ -55,11 +55,11 @@ pid_alive() {
 	[[ -n $pid ]] || return 1
 	kill -0 "$pid" 2>/dev/null || return 1
 	[[ -r /proc/$pid/cmdline ]] || return 0
-	tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "$match"
+	tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$match"
 }
 
 # read_pid PIDFILE prints the pid recorded in PIDFILE, or nothing.
-read_pid() { [[ -f $1 ]] && tr -dc '0-9' <"$1" || true; }
+read_pid() { if [[ -f $1 ]]; then tr -dc '0-9' <"$1"; fi; }
 
 # stop_pid NAME PIDFILE MATCH TIMEOUT_S: SIGTERM, wait, SIGKILL after TIMEOUT_S.
 stop_pid() {

@@ -116,7 +116,7 @@ else
 fi
 pid=${status%%	*}
 how=${status#*	}
-[[ -n $status ]] || { pid=?; how="unknown (the waiter failed)"; }
+[[ -n $status ]] || { pid="?"; how="unknown (the waiter failed)"; }
 line="$name: pid $pid ended at $(date -u +%Y-%m-%dT%H:%M:%SZ): $how"
 {
 	echo "$line"
