@@ -29,8 +29,32 @@ usage() {
 	exit 2
 }
 
+# lib_stamp: what .lib-ok records once libchdb.so matched scripts/checksums.txt: the version,
+# the checksum and the file's size, ctime and inode. A file rewritten, truncated or replaced
+# since has another stamp and is hashed again (about 3 s); MAUMETER_VERIFY_CACHE=1 always
+# hashes it.
+lib_stamp() {
+	echo "$CHDB_NPM_VERSION $1 $(stat -c '%s %Z %i' "$CH_LIB")"
+}
+
+lib_want() {
+	expected_sum "chdb:libchdb.so@$CHDB_NPM_VERSION" ||
+		die "clickhouse: no checksum for chdb:libchdb.so@$CHDB_NPM_VERSION in $CHECKSUMS (add it when changing the version)"
+}
+
 lib_valid() {
-	[[ -f $CH_DIR/.lib-ok && $(cat "$CH_DIR/.lib-ok") == "$CHDB_NPM_VERSION" && -s $CH_LIB ]]
+	local want got
+	want=$(lib_want)
+	[[ -s $CH_LIB ]] || return 1
+	if [[ ${MAUMETER_VERIFY_CACHE:-} != 1 && -f $CH_DIR/.lib-ok && $(cat "$CH_DIR/.lib-ok") == "$(lib_stamp "$want")" ]]; then
+		return 0
+	fi
+	got=$(sha256_of "$CH_LIB")
+	if [[ $got != "$want" ]]; then
+		log "clickhouse: $CH_LIB does not match scripts/checksums.txt (sha256 $got, want $want; corrupted or partial): fetching it again"
+		return 1
+	fi
+	lib_stamp "$want" >"$CH_DIR/.lib-ok"
 }
 
 launcher_stamp() {
@@ -45,7 +69,7 @@ fetch_lib() {
 	lib_valid && return 0
 	need npm "install Node.js/npm (Debian: apt-get install -y npm) to download $CHDB_NPM_PKG"
 	need tar "install tar"
-	local t0 tmp tgz
+	local t0 tmp tgz want got
 	t0=$(now_ms)
 	mkdir -p "$CH_DIR"
 	rm -f "$CH_DIR/.lib-ok"
@@ -57,11 +81,20 @@ fetch_lib() {
 		die "clickhouse: 'npm pack $CHDB_NPM_PKG@$CHDB_NPM_VERSION' failed (is the npm registry reachable?)"
 	fi
 	[[ -f $tmp/$tgz ]] || { rm -rf "$tmp"; die "clickhouse: npm pack produced no tarball (got '$tgz')"; }
+	want=$(expected_sum "npm:$CHDB_NPM_PKG@$CHDB_NPM_VERSION") ||
+		{ rm -rf "$tmp"; die "clickhouse: no checksum for npm:$CHDB_NPM_PKG@$CHDB_NPM_VERSION in $CHECKSUMS (add it when changing the version)"; }
+	got=$(sha256_of "$tmp/$tgz")
+	[[ $got == "$want" ]] ||
+		{ rm -rf "$tmp"; die "clickhouse: $tgz has sha256 $got, scripts/checksums.txt says $want: refusing it (npm cache corrupt? try 'npm cache verify')"; }
 	tar -xzf "$tmp/$tgz" -C "$tmp" package/libchdb.so ||
 		{ rm -rf "$tmp"; die "clickhouse: $tgz does not contain package/libchdb.so"; }
+	want=$(lib_want)
+	got=$(sha256_of "$tmp/package/libchdb.so")
+	[[ $got == "$want" ]] ||
+		{ rm -rf "$tmp"; die "clickhouse: package/libchdb.so of $tgz has sha256 $got, scripts/checksums.txt says $want"; }
 	mv -f "$tmp/package/libchdb.so" "$CH_LIB"
 	rm -rf "$tmp"
-	echo "$CHDB_NPM_VERSION" >"$CH_DIR/.lib-ok"
+	lib_stamp "$want" >"$CH_DIR/.lib-ok"
 	log "clickhouse: libchdb.so ready ($(du -m "$CH_LIB" | cut -f1) MB) in $(($(now_ms) - t0)) ms"
 }
 

@@ -161,3 +161,13 @@ exit_line() {
 	done
 	echo "(no exit record in $1.exit)"
 }
+
+CHECKSUMS="$REPO_ROOT/scripts/checksums.txt"
+
+# expected_sum KEY prints the SHA-256 that scripts/checksums.txt records for KEY, or fails.
+expected_sum() {
+	awk -v k="$1" '$1 !~ /^#/ && $2 == k { print $1; found = 1; exit } END { exit !found }' "$CHECKSUMS"
+}
+
+# sha256_of FILE prints FILE's SHA-256.
+sha256_of() { sha256sum "$1" | cut -d' ' -f1; }
