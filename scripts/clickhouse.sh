@@ -10,7 +10,13 @@
 #
 # DATADIR is ClickHouse's --path. The pid file, log and remembered ports live
 # beside it: DATADIR/../<name>.pid, <name>.log, <name>.ports. `start DATADIR`
-# without ports reuses the remembered ones.
+# without ports reuses the remembered ones. The server runs under
+# scripts/run-logged.sh: when it ends, the log and <name>.pid.exit say how (exit
+# status or signal, peak memory, OOM evidence).
+#
+# The npm tarball and libchdb.so must match scripts/checksums.txt: a cached
+# library that does not (corrupted, partial) is fetched again.
+# MAUMETER_VERIFY_CACHE=1 re-hashes it even when its stamp is unchanged.
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"

@@ -11,7 +11,10 @@
 # DATADIR holds server.properties, log4j2.properties, kafka.ports, kafka.pid,
 # kafka.log and the log.dirs (DATADIR/data). Storage is formatted once; later
 # starts reuse it. `start DATADIR` without ports reuses the remembered ones
-# (a formatted DATADIR is bound to its controller port).
+# (a formatted DATADIR is bound to its controller port). The JVM runs under
+# scripts/run-logged.sh: when it ends, kafka.log and kafka.pid.exit say how.
+# The jars must match scripts/checksums.txt, checked on every fetch: a
+# corrupted or partial libs/ is fetched again.
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
