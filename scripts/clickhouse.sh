@@ -203,8 +203,8 @@ cmd_start() {
 		fi
 		if ! kill -0 "$pid" 2>/dev/null; then
 			local how
+			rm -f "$PIDFILE" # first: a pid file naming a dead server is a crash to with-services.sh
 			how=$(exit_line "$PIDFILE")
-			rm -f "$PIDFILE"
 			show_log_tail "$LOGFILE"
 			if grep -q 'Address already in use' "$LOGFILE" 2>/dev/null; then
 				log "clickhouse: a port (tcp $tcp / http $http) is already in use"
