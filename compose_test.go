@@ -32,7 +32,7 @@ import (
 )
 
 // composeRole is a maumeter service of docker-compose.yml: the subcommand it runs, the port of
-// its HTTP listener (/healthz, /metrics; empty for one-shot jobs), whether it reads or writes
+// its HTTP listener (/healthz, /readyz, /metrics; empty for one-shot jobs), whether it reads or writes
 // ClickHouse, and the services it waits for.
 type composeRole struct {
 	name       string
@@ -60,10 +60,30 @@ const (
 	composeTenantsPath = "/etc/maumeter/tenants.yaml"
 )
 
+// composeSecrets are the variables docker-compose.yml requires (it has no default passwords);
+// the tests set them to these values.
+var composeSecrets = map[string]string{
+	"MAUMETER_CLICKHOUSE_PASSWORD": "test-clickhouse-secret",
+	"GRAFANA_ADMIN_PASSWORD":       "test-grafana-secret",
+}
+
 // loadCompose loads docker-compose.yml as docker compose would, with interpolation against an
-// empty environment (so the file's defaults apply), paths resolved against the repository root,
-// and compose-go's schema and consistency checks on.
+// environment holding only composeSecrets (so the file's other defaults apply), paths resolved
+// against the repository root, and compose-go's schema and consistency checks on.
 func loadCompose(t *testing.T) (*types.Project, string) {
+	t.Helper()
+	var env []string
+	for k, v := range composeSecrets {
+		env = append(env, k+"="+v)
+	}
+	p, dir, err := loadComposeEnv(t, env)
+	if err != nil {
+		t.Fatalf("load docker-compose.yml: %v", err)
+	}
+	return p, dir
+}
+
+func loadComposeEnv(t *testing.T, env []string) (*types.Project, string, error) {
 	t.Helper()
 	dir, err := os.Getwd()
 	if err != nil {
@@ -72,6 +92,7 @@ func loadCompose(t *testing.T) (*types.Project, string) {
 	opts, err := cli.NewProjectOptions(
 		[]string{filepath.Join(dir, "docker-compose.yml")},
 		cli.WithWorkingDirectory(dir),
+		cli.WithEnv(env),
 	)
 	if err != nil {
 		t.Fatal(err)
@@ -79,10 +100,68 @@ func loadCompose(t *testing.T) (*types.Project, string) {
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
 	p, err := opts.LoadProject(ctx)
-	if err != nil {
-		t.Fatalf("load docker-compose.yml: %v", err)
+	return p, dir, err
+}
+
+// No default passwords: without each required secret the file does not load, and the error
+// names the variable; with them, the services get exactly those values.
+func TestComposeRequiresPasswords(t *testing.T) {
+	for missing := range composeSecrets {
+		var env []string
+		for k, v := range composeSecrets {
+			if k != missing {
+				env = append(env, k+"="+v)
+			}
+		}
+		_, _, err := loadComposeEnv(t, env)
+		if err == nil || !strings.Contains(err.Error(), "required variable "+missing+" is missing") {
+			t.Errorf("without %s: got error %v, want one saying it is required", missing, err)
+		}
 	}
-	return p, dir
+	p, _ := loadCompose(t)
+	for svc, kv := range map[string][2]string{
+		"clickhouse": {"CLICKHOUSE_PASSWORD", composeSecrets["MAUMETER_CLICKHOUSE_PASSWORD"]},
+		"count":      {"MAUMETER_CLICKHOUSE_PASSWORD", composeSecrets["MAUMETER_CLICKHOUSE_PASSWORD"]},
+		"grafana":    {"GF_SECURITY_ADMIN_PASSWORD", composeSecrets["GRAFANA_ADMIN_PASSWORD"]},
+	} {
+		if got := env(service(t, p, svc), kv[0]); got != kv[1] {
+			t.Errorf("%s %s: got %q, want %q from the environment", svc, kv[0], got, kv[1])
+		}
+	}
+	if got := env(service(t, p, "grafana"), "GF_AUTH_ANONYMOUS_ENABLED"); got != "false" {
+		t.Errorf("grafana GF_AUTH_ANONYMOUS_ENABLED: got %q, want \"false\" unless asked for", got)
+	}
+}
+
+// Every container has memory and CPU limits and a rotated json-file log.
+func TestComposeLimitsAndLogs(t *testing.T) {
+	p, _ := loadCompose(t)
+	for _, name := range slices.Sorted(maps.Keys(p.Services)) {
+		s := p.Services[name]
+		if s.Deploy == nil || s.Deploy.Resources.Limits == nil ||
+			s.Deploy.Resources.Limits.MemoryBytes <= 0 || s.Deploy.Resources.Limits.NanoCPUs <= 0 {
+			t.Errorf("%s: no deploy.resources.limits with memory and cpus", name)
+		}
+		if s.Logging == nil || s.Logging.Driver != "json-file" || s.Logging.Options["max-size"] == "" || s.Logging.Options["max-file"] == "" {
+			t.Errorf("%s: logging %+v, want json-file with max-size and max-file", name, s.Logging)
+		}
+	}
+}
+
+// Compose runs the Kafka version scripts/kafka.sh runs (scripts/kafka/pom.xml).
+func TestComposeKafkaVersionMatchesScripts(t *testing.T) {
+	p, _ := loadCompose(t)
+	pom, err := os.ReadFile("scripts/kafka/pom.xml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`<kafka\.version>([^<]+)</kafka\.version>`).FindSubmatch(pom)
+	if m == nil {
+		t.Fatal("scripts/kafka/pom.xml: no <kafka.version>")
+	}
+	if got, want := service(t, p, "kafka").Image, "apache/kafka:"+string(m[1]); got != want {
+		t.Errorf("kafka image: got %q, want %q (the version of scripts/kafka/pom.xml)", got, want)
+	}
 }
 
 func service(t *testing.T, p *types.Project, name string) types.ServiceConfig {
@@ -249,7 +328,7 @@ func TestComposeRoles(t *testing.T) {
 			checkHealthcheck(t, s)
 			if s.HealthCheck != nil {
 				got := []string(s.HealthCheck.Test)
-				want := []string{"CMD", "/maumeter", "healthcheck", "--url", "http://127.0.0.1:" + r.port + "/healthz"}
+				want := []string{"CMD", "/maumeter", "healthcheck", "--url", "http://127.0.0.1:" + r.port + "/readyz"}
 				if !slices.Equal(got, want) {
 					t.Errorf("healthcheck test:\n got %q\nwant %q", got, want)
 				}

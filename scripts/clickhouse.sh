@@ -10,7 +10,13 @@
 #
 # DATADIR is ClickHouse's --path. The pid file, log and remembered ports live
 # beside it: DATADIR/../<name>.pid, <name>.log, <name>.ports. `start DATADIR`
-# without ports reuses the remembered ones.
+# without ports reuses the remembered ones. The server runs under
+# scripts/run-logged.sh: when it ends, the log and <name>.pid.exit say how (exit
+# status or signal, peak memory, OOM evidence).
+#
+# The npm tarball and libchdb.so must match scripts/checksums.txt: a cached
+# library that does not (corrupted, partial) is fetched again.
+# MAUMETER_VERIFY_CACHE=1 re-hashes it even when its stamp is unchanged.
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -29,8 +35,32 @@ usage() {
 	exit 2
 }
 
+# lib_stamp: what .lib-ok records once libchdb.so matched scripts/checksums.txt: the version,
+# the checksum and the file's size, ctime and inode. A file rewritten, truncated or replaced
+# since has another stamp and is hashed again (about 3 s); MAUMETER_VERIFY_CACHE=1 always
+# hashes it.
+lib_stamp() {
+	echo "$CHDB_NPM_VERSION $1 $(stat -c '%s %Z %i' "$CH_LIB")"
+}
+
+lib_want() {
+	expected_sum "chdb:libchdb.so@$CHDB_NPM_VERSION" ||
+		die "clickhouse: no checksum for chdb:libchdb.so@$CHDB_NPM_VERSION in $CHECKSUMS (add it when changing the version)"
+}
+
 lib_valid() {
-	[[ -f $CH_DIR/.lib-ok && $(cat "$CH_DIR/.lib-ok") == "$CHDB_NPM_VERSION" && -s $CH_LIB ]]
+	local want got
+	want=$(lib_want)
+	[[ -s $CH_LIB ]] || return 1
+	if [[ ${MAUMETER_VERIFY_CACHE:-} != 1 && -f $CH_DIR/.lib-ok && $(cat "$CH_DIR/.lib-ok") == "$(lib_stamp "$want")" ]]; then
+		return 0
+	fi
+	got=$(sha256_of "$CH_LIB")
+	if [[ $got != "$want" ]]; then
+		log "clickhouse: $CH_LIB does not match scripts/checksums.txt (sha256 $got, want $want; corrupted or partial): fetching it again"
+		return 1
+	fi
+	lib_stamp "$want" >"$CH_DIR/.lib-ok"
 }
 
 launcher_stamp() {
@@ -45,7 +75,7 @@ fetch_lib() {
 	lib_valid && return 0
 	need npm "install Node.js/npm (Debian: apt-get install -y npm) to download $CHDB_NPM_PKG"
 	need tar "install tar"
-	local t0 tmp tgz
+	local t0 tmp tgz want got
 	t0=$(now_ms)
 	mkdir -p "$CH_DIR"
 	rm -f "$CH_DIR/.lib-ok"
@@ -57,11 +87,20 @@ fetch_lib() {
 		die "clickhouse: 'npm pack $CHDB_NPM_PKG@$CHDB_NPM_VERSION' failed (is the npm registry reachable?)"
 	fi
 	[[ -f $tmp/$tgz ]] || { rm -rf "$tmp"; die "clickhouse: npm pack produced no tarball (got '$tgz')"; }
+	want=$(expected_sum "npm:$CHDB_NPM_PKG@$CHDB_NPM_VERSION") ||
+		{ rm -rf "$tmp"; die "clickhouse: no checksum for npm:$CHDB_NPM_PKG@$CHDB_NPM_VERSION in $CHECKSUMS (add it when changing the version)"; }
+	got=$(sha256_of "$tmp/$tgz")
+	[[ $got == "$want" ]] ||
+		{ rm -rf "$tmp"; die "clickhouse: $tgz has sha256 $got, scripts/checksums.txt says $want: refusing it (npm cache corrupt? try 'npm cache verify')"; }
 	tar -xzf "$tmp/$tgz" -C "$tmp" package/libchdb.so ||
 		{ rm -rf "$tmp"; die "clickhouse: $tgz does not contain package/libchdb.so"; }
+	want=$(lib_want)
+	got=$(sha256_of "$tmp/package/libchdb.so")
+	[[ $got == "$want" ]] ||
+		{ rm -rf "$tmp"; die "clickhouse: package/libchdb.so of $tgz has sha256 $got, scripts/checksums.txt says $want"; }
 	mv -f "$tmp/package/libchdb.so" "$CH_LIB"
 	rm -rf "$tmp"
-	echo "$CHDB_NPM_VERSION" >"$CH_DIR/.lib-ok"
+	lib_stamp "$want" >"$CH_DIR/.lib-ok"
 	log "clickhouse: libchdb.so ready ($(du -m "$CH_LIB" | cut -f1) MB) in $(($(now_ms) - t0)) ms"
 }
 
@@ -109,6 +148,7 @@ paths() {
 
 # http_ping PORT: prints the body of GET /ping (ClickHouse answers "Ok.").
 http_ping() {
+	# shellcheck disable=SC2016 # expanded by the inner bash
 	timeout 3 bash -c '
 		exec 3<>"/dev/tcp/127.0.0.1/$1" || exit 1
 		printf "GET /ping HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n" >&3
@@ -148,16 +188,13 @@ cmd_start() {
 	done
 
 	mkdir -p "$DATADIR"
-	[[ -f $LOGFILE ]] && mv -f "$LOGFILE" "$LOGFILE.prev"
 	write_ports "$PORTSFILE" "tcp_port=$tcp" "http_port=$http"
 	t0=$(now_ms)
-	# setsid: own session, so a terminal's Ctrl-C or hangup does not reach it;
-	# the callers stop it explicitly. The subshell execs, so $! is the launcher.
-	# Warnings and errors (a crash's stack trace too) go to the log; nothing below that.
-	(cd "$DATADIR" && exec setsid "$CH_BIN" -path "$DATADIR/" -tcp-port "$tcp" -http-port "$http" -- --logger.console=1 --log-level=warning) \
-		>"$LOGFILE" 2>&1 </dev/null &
-	pid=$!
-	echo "$pid" >"$PIDFILE"
+	# Warnings and errors (a fatal signal's stack trace too) go to the log, unbuffered; nothing
+	# below that. run-logged.sh appends how the launcher ended (exit status or signal, OOM).
+	spawn_service clickhouse "$PIDFILE" "$LOGFILE" "$DATADIR" --unbuffered -- \
+		"$CH_BIN" -path "$DATADIR/" -tcp-port "$tcp" -http-port "$http" -- --logger.console=1 --log-level=warning
+	pid=$SPAWNED_PID
 
 	for ((i = 0; ; i++)); do
 		if [[ $(http_ping "$http") == "Ok." ]]; then
@@ -165,15 +202,15 @@ cmd_start() {
 			return 0
 		fi
 		if ! kill -0 "$pid" 2>/dev/null; then
-			local rc=0
-			wait "$pid" 2>/dev/null || rc=$?
-			rm -f "$PIDFILE"
+			local how
+			rm -f "$PIDFILE" # first: a pid file naming a dead server is a crash to with-services.sh
+			how=$(exit_line "$PIDFILE")
 			show_log_tail "$LOGFILE"
 			if grep -q 'Address already in use' "$LOGFILE" 2>/dev/null; then
 				log "clickhouse: a port (tcp $tcp / http $http) is already in use"
 				exit 3
 			fi
-			die "clickhouse: launcher exited with code $rc before answering /ping on port $http (data dir $DATADIR)"
+			die "clickhouse: launcher ended before answering /ping on port $http (data dir $DATADIR): $how"
 		fi
 		if ((i >= CH_START_TIMEOUT * 10)); then
 			show_log_tail "$LOGFILE"

@@ -11,7 +11,10 @@
 # DATADIR holds server.properties, log4j2.properties, kafka.ports, kafka.pid,
 # kafka.log and the log.dirs (DATADIR/data). Storage is formatted once; later
 # starts reuse it. `start DATADIR` without ports reuses the remembered ones
-# (a formatted DATADIR is bound to its controller port).
+# (a formatted DATADIR is bound to its controller port). The JVM runs under
+# scripts/run-logged.sh: when it ends, kafka.log and kafka.pid.exit say how.
+# The jars must match scripts/checksums.txt, checked on every fetch: a
+# corrupted or partial libs/ is fetched again.
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -41,30 +44,73 @@ need_java() {
 
 libs_stamp() { sha256sum "$K_POM" | cut -d' ' -f1; }
 
+# jars_ok DIR: the jars in DIR are exactly those scripts/checksums.txt lists (kafka/libs/...),
+# each with its SHA-256; prints what differs otherwise. About 0.5 s for the 92 jars.
+jars_ok() {
+	local dir=$1 want have
+	want=$(awk '$1 !~ /^#/ && $2 ~ /^kafka\/libs\// { sub(/^kafka\/libs\//, "", $2); print $1 "  " $2 }' "$CHECKSUMS")
+	[[ -n $want ]] || { echo "no kafka/libs/ lines in $CHECKSUMS"; return 1; }
+	have=$(cd "$dir" 2>/dev/null && find . -maxdepth 1 -name '*.jar' -printf '%f\n' | sort)
+	if [[ $have != "$(cut -c67- <<<"$want" | sort)" ]]; then
+		echo "the jars differ from the list in $CHECKSUMS:"
+		diff <(cut -c67- <<<"$want" | sort) <(printf '%s\n' "$have") | grep '^[<>]' | sed 's/^</  missing:/; s/^>/  not listed:/' | head -n 20
+		return 1
+	fi
+	(cd "$dir" && sha256sum --quiet --strict -c - <<<"$want" 2>&1) | head -n 20
+	return "${PIPESTATUS[0]}"
+}
+
 libs_valid() {
-	[[ -f $K_DIR/.libs-ok && $(cat "$K_DIR/.libs-ok") == "$(libs_stamp)" ]] &&
-		compgen -G "$K_LIBS/kafka_2.13-*.jar" >/dev/null
+	local why
+	[[ -f $K_DIR/.libs-ok && $(cat "$K_DIR/.libs-ok") == "$(libs_stamp)" ]] || return 1
+	why=$(jars_ok "$K_LIBS") && return 0
+	log "kafka: $K_LIBS does not match scripts/checksums.txt (corrupted or partial): fetching again"
+	printf '%s\n' "$why" >&2
+	return 1
+}
+
+# mvn_copy DIR: the runtime jars of scripts/kafka/pom.xml into DIR (from the local Maven repo
+# K_M2, downloading what it lacks).
+mvn_copy() {
+	rm -rf "$1"
+	mvn -q -B -ntp -Dstyle.color=never -f "$K_POM" -Dmaven.repo.local="$K_M2" \
+		dependency:copy-dependencies -DoutputDirectory="$1" -DincludeScope=runtime </dev/null 2>&1 |
+		sed -u 's/\x1b\[[0-9;]*m//g' >&2 ||
+		die "kafka: 'mvn dependency:copy-dependencies' failed (is Maven Central reachable? see the output above)"
+	compgen -G "$1/kafka_2.13-*.jar" >/dev/null || die "kafka: maven copied no kafka_2.13 jar into $1"
 }
 
 do_fetch() {
 	libs_valid && return 0
 	need mvn "install Apache Maven 3.6+ (Debian: apt-get install -y maven) to download the Kafka jars"
 	need_java
-	local t0 n
+	local t0 n why bad
 	t0=$(now_ms)
 	log "kafka: mvn dependency:copy-dependencies ($K_POM -> $K_LIBS)..."
-	rm -rf "$K_LIBS.tmp" "$K_DIR/.libs-ok"
+	rm -rf "$K_DIR/.libs-ok"
 	mkdir -p "$K_DIR"
-	mvn -q -B -ntp -Dstyle.color=never -f "$K_POM" -Dmaven.repo.local="$K_M2" \
-		dependency:copy-dependencies -DoutputDirectory="$K_LIBS.tmp" -DincludeScope=runtime </dev/null 2>&1 |
-		sed -u 's/\x1b\[[0-9;]*m//g' >&2 ||
-		die "kafka: 'mvn dependency:copy-dependencies' failed (is Maven Central reachable? see the output above)"
-	compgen -G "$K_LIBS.tmp/kafka_2.13-*.jar" >/dev/null || die "kafka: maven copied no kafka_2.13 jar into $K_LIBS.tmp"
+	mvn_copy "$K_LIBS.tmp"
+	if ! why=$(jars_ok "$K_LIBS.tmp"); then
+		# The local Maven repository may hold the corrupt copy: drop the jars that failed
+		# and download them again, once.
+		bad=$(sed -n 's/^\(.*\.jar\): FAILED.*/\1/p' <<<"$why")
+		if [[ -z $bad ]]; then
+			printf '%s\n' "$why" >&2
+			die "kafka: the jars Maven copied do not match scripts/checksums.txt (update it when changing scripts/kafka/pom.xml)"
+		fi
+		log "kafka: $(wc -l <<<"$bad") jar(s) from $K_M2 fail their checksum: removing them there and downloading again"
+		while read -r n; do find "$K_M2" -name "$n" -delete; done <<<"$bad"
+		mvn_copy "$K_LIBS.tmp"
+		why=$(jars_ok "$K_LIBS.tmp") || {
+			printf '%s\n' "$why" >&2
+			die "kafka: the jars downloaded again still do not match scripts/checksums.txt"
+		}
+	fi
 	rm -rf "$K_LIBS"
 	mv "$K_LIBS.tmp" "$K_LIBS"
 	libs_stamp >"$K_DIR/.libs-ok"
 	n=$(find "$K_LIBS" -name '*.jar' | wc -l)
-	log "kafka: $n jars ($(du -sm "$K_LIBS" | cut -f1) MB) ready in $(($(now_ms) - t0)) ms"
+	log "kafka: $n jars ($(du -sm "$K_LIBS" | cut -f1) MB), checksums verified, ready in $(($(now_ms) - t0)) ms"
 }
 
 cmd_fetch() {
@@ -202,16 +248,12 @@ cmd_start() {
 	write_ports "$PORTSFILE" "port=$port" "controller_port=$cport"
 	write_config "$port" "$cport"
 	format_storage
-	[[ -f $LOGFILE ]] && mv -f "$LOGFILE" "$LOGFILE.prev"
-
 	java_opts
 	t0=$(now_ms)
-	# setsid: own session, so a terminal's Ctrl-C or hangup does not reach it;
-	# the callers stop it explicitly. The subshell execs, so $! is the JVM.
-	(cd "$DATADIR" && exec setsid java "${JAVA_OPTS[@]}" -cp "$K_LIBS/*" kafka.Kafka "$PROPS") \
-		>"$LOGFILE" 2>&1 </dev/null &
-	pid=$!
-	echo "$pid" >"$PIDFILE"
+	# run-logged.sh appends how the JVM ended (exit status or signal, OOM) to the log.
+	spawn_service kafka "$PIDFILE" "$LOGFILE" "$DATADIR" -- \
+		java "${JAVA_OPTS[@]}" -cp "$K_LIBS/*" kafka.Kafka "$PROPS"
+	pid=$SPAWNED_PID
 
 	for ((i = 0; ; i++)); do
 		if grep -q 'Kafka Server started' "$LOGFILE" 2>/dev/null && tcp_open "$port"; then
@@ -219,15 +261,15 @@ cmd_start() {
 			return 0
 		fi
 		if ! kill -0 "$pid" 2>/dev/null; then
-			local rc=0
-			wait "$pid" 2>/dev/null || rc=$?
-			rm -f "$PIDFILE"
+			local how
+			rm -f "$PIDFILE" # first: a pid file naming a dead server is a crash to with-services.sh
+			how=$(exit_line "$PIDFILE")
 			show_log_tail "$LOGFILE"
 			if grep -q 'Address already in use' "$LOGFILE" 2>/dev/null; then
 				log "kafka: a port ($port / $cport) is already in use"
 				exit 3
 			fi
-			die "kafka: broker exited with code $rc before it started (data dir $DATADIR)"
+			die "kafka: broker ended before it started (data dir $DATADIR): $how"
 		fi
 		if ((i >= KAFKA_START_TIMEOUT * 10)); then
 			show_log_tail "$LOGFILE"

@@ -55,11 +55,11 @@ pid_alive() {
 	[[ -n $pid ]] || return 1
 	kill -0 "$pid" 2>/dev/null || return 1
 	[[ -r /proc/$pid/cmdline ]] || return 0
-	tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "$match"
+	tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$match"
 }
 
 # read_pid PIDFILE prints the pid recorded in PIDFILE, or nothing.
-read_pid() { [[ -f $1 ]] && tr -dc '0-9' <"$1" || true; }
+read_pid() { if [[ -f $1 ]]; then tr -dc '0-9' <"$1"; fi; }
 
 # stop_pid NAME PIDFILE MATCH TIMEOUT_S: SIGTERM, wait, SIGKILL after TIMEOUT_S.
 stop_pid() {
@@ -70,6 +70,9 @@ stop_pid() {
 		log "$name: not running"
 		return 0
 	fi
+	# Rename the pid file first: a pid file that names a dead process means the service died
+	# on its own (with-services.sh fails the run then); a deliberate stop must not look like that.
+	mv -f "$pidfile" "$pidfile.stopping" 2>/dev/null || true
 	kill -TERM "$pid" 2>/dev/null || true
 	for ((i = 0; i < timeout * 10; i++)); do
 		pid_alive "$pid" "$match" || break
@@ -84,9 +87,11 @@ stop_pid() {
 		done
 	fi
 	# zombie-proof: kill -0 succeeds on a zombie only while its parent lives.
-	pid_alive "$pid" "$match" && [[ $(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null) != Z ]] &&
+	if pid_alive "$pid" "$match" && [[ $(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null) != Z ]]; then
+		mv -f "$pidfile.stopping" "$pidfile" 2>/dev/null
 		die "$name: could not stop pid $pid"
-	rm -f "$pidfile"
+	fi
+	rm -f "$pidfile" "$pidfile.stopping"
 	log "$name: stopped (pid $pid)"
 }
 
@@ -119,3 +124,50 @@ read_port() {
 
 # valid_port N: an integer in 1..65535.
 valid_port() { [[ $1 =~ ^[0-9]+$ ]] && ((10#$1 >= 1 && 10#$1 <= 65535)); }
+
+# spawn_service NAME PIDFILE LOGFILE DIR [--unbuffered] -- CMD...: start CMD in DIR in a
+# session of its own (a terminal's Ctrl-C or hangup does not reach it; callers stop it
+# explicitly) under scripts/run-logged.sh, which writes CMD's pid to PIDFILE and, when CMD
+# ends, its exit status or signal (and OOM evidence) to LOGFILE and PIDFILE.exit.
+# stdout and stderr go to LOGFILE (the previous one is kept as LOGFILE.prev). Sets SPAWNED_PID.
+spawn_service() {
+	local name=$1 pidfile=$2 logfile=$3 dir=$4 i
+	shift 4
+	[[ -f $logfile ]] && mv -f "$logfile" "$logfile.prev"
+	rm -f "$pidfile" "$pidfile.exit" "$pidfile.stopping"
+	(cd "$dir" && exec setsid "$REPO_ROOT/scripts/run-logged.sh" "$name" "$pidfile" "$@") \
+		>"$logfile" 2>&1 </dev/null &
+	local waiter=$!
+	SPAWNED_PID=""
+	for ((i = 0; i < 200; i++)); do
+		SPAWNED_PID=$(read_pid "$pidfile")
+		[[ -n $SPAWNED_PID ]] && return 0
+		kill -0 "$waiter" 2>/dev/null || break
+		sleep 0.05
+	done
+	SPAWNED_PID=$(read_pid "$pidfile")
+	[[ -n $SPAWNED_PID ]] && return 0
+	show_log_tail "$logfile"
+	die "$name: scripts/run-logged.sh did not start the server (no pid in $pidfile)"
+}
+
+# exit_line PIDFILE: how the process of PIDFILE ended, as run-logged.sh recorded it
+# (waits up to 3 s for the record).
+exit_line() {
+	local i
+	for ((i = 0; i < 30; i++)); do
+		[[ -s $1.exit ]] && { cat "$1.exit"; return 0; }
+		sleep 0.1
+	done
+	echo "(no exit record in $1.exit)"
+}
+
+CHECKSUMS="$REPO_ROOT/scripts/checksums.txt"
+
+# expected_sum KEY prints the SHA-256 that scripts/checksums.txt records for KEY, or fails.
+expected_sum() {
+	awk -v k="$1" '$1 !~ /^#/ && $2 == k { print $1; found = 1; exit } END { exit !found }' "$CHECKSUMS"
+}
+
+# sha256_of FILE prints FILE's SHA-256.
+sha256_of() { sha256sum "$1" | cut -d' ' -f1; }

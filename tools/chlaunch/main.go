@@ -9,7 +9,10 @@ package main
 /*
 #cgo LDFLAGS: -lchdb
 #include <stdlib.h>
-int chdb_query_cmdline(int argc, char **argv);
+// From chdb.h: the call returns a result (NULL or one holding the error), not an int.
+typedef struct chdb_result chdb_result;
+chdb_result *chdb_query_cmdline(int argc, char **argv);
+const char *chdb_result_error(chdb_result *result);
 */
 import "C"
 
@@ -49,9 +52,15 @@ func main() {
 		slots[i] = C.CString(a)
 	}
 	slots[len(args)] = nil
-	rc := int(C.chdb_query_cmdline(C.int(len(args)), argv))
-	// The keep-alive query never ends on its own: say so when it did, or a dead server leaves
-	// an empty log.
-	fmt.Fprintf(os.Stderr, "chlaunch: clickhouse-local returned %d: the keep-alive query ended, the server stops\n", rc)
-	os.Exit(rc)
+	res := C.chdb_query_cmdline(C.int(len(args)), argv)
+	// The keep-alive query never ends on its own: say so when it did, with its error, or a dead
+	// server leaves an empty log. The exit status is 1 either way (the server is gone).
+	msg := "no error"
+	if res == nil {
+		msg = "no result"
+	} else if e := C.chdb_result_error(res); e != nil {
+		msg = "error: " + C.GoString(e)
+	}
+	fmt.Fprintf(os.Stderr, "chlaunch: the keep-alive query ended (%s); the server stops\n", msg)
+	os.Exit(1)
 }
