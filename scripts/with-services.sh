@@ -92,7 +92,13 @@ stop_all() {
 	if [[ ${MAUMETER_KEEP_RUN:-} == 1 ]]; then
 		wslog "kept $run (MAUMETER_KEEP_RUN=1)"
 	else
-		rm -rf "$run"
+		# A server's run-logged.sh may still be appending how it ended: try again briefly.
+		local _
+		for _ in 1 2 3 4 5; do
+			rm -rf "$run" 2>/dev/null && break
+			sleep 0.2
+		done
+		[[ -d $run ]] && rm -rf "$run"
 	fi
 	return "$failed"
 }
