@@ -51,7 +51,10 @@ func TestRateMonthShowsAndPostsBills(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rt, err := rate.New(rate.Config{}, cat, plans, store, time.Now, log, prometheus.NewRegistry())
+	// A fixed clock: the months and the purchase are fixed, so the bills never depend on the day
+	// the test runs.
+	now := func() time.Time { return time.Date(2026, 11, 20, 12, 0, 0, 0, time.UTC) }
+	rt, err := rate.New(rate.Config{}, cat, plans, store, now, log, prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,7 +68,7 @@ func TestRateMonthShowsAndPostsBills(t *testing.T) {
 	cli := func(args ...string) (string, string, error) {
 		t.Helper()
 		var stdout, stderr bytes.Buffer
-		err := runRate(ctx, time.Now, append(args, "--clickhouse-addr", addr, "--clickhouse-database", db, "--log-level", "error"), &stdout, &stderr)
+		err := runRate(ctx, now, append(args, "--clickhouse-addr", addr, "--clickhouse-database", db, "--log-level", "error"), &stdout, &stderr)
 		return stdout.String(), stderr.String(), err
 	}
 
