@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"os"
 	"strings"
 	"testing"
@@ -33,7 +34,7 @@ func TestRateMonthShowsAndPostsBills(t *testing.T) {
 		t.Skip("needs the real ClickHouse: run `make test`")
 	}
 	ctx := context.Background()
-	db := fmt.Sprintf("cmd_rate_test_%d", time.Now().UnixNano())
+	db := fmt.Sprintf("cmd_rate_test_%d", rand.Uint64())
 	log := slog.New(slog.DiscardHandler)
 	store, err := chstore.Open(ctx, chstore.Config{Addr: addr, Database: db}, log)
 	if err != nil {
