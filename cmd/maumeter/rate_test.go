@@ -9,13 +9,13 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"os"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/maumeter/maumeter/internal/servicetest"
 	"github.com/maumeter/maumeter/pipeline/chstore"
 	"github.com/maumeter/maumeter/pipeline/rate"
 	"github.com/maumeter/maumeter/pkg/plan"
@@ -26,13 +26,7 @@ import (
 // September is billed, then restated; October's draft bill carries September's adjustment
 // (pending), posting October records it (posted), and posting again records nothing.
 func TestRateMonthShowsAndPostsBills(t *testing.T) {
-	addr := os.Getenv("MAUMETER_CLICKHOUSE_ADDR")
-	if addr == "" {
-		if os.Getenv("MAUMETER_REQUIRE_SERVICES") == "1" {
-			t.Fatal("MAUMETER_CLICKHOUSE_ADDR is required (run `make test`)")
-		}
-		t.Skip("needs the real ClickHouse: run `make test`")
-	}
+	addr := servicetest.Require(t, servicetest.ClickHouse)[0]
 	ctx := context.Background()
 	db := fmt.Sprintf("cmd_rate_test_%d", rand.Uint64())
 	log := slog.New(slog.DiscardHandler)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/maumeter/maumeter/internal/servicetest"
 	"github.com/maumeter/maumeter/pipeline/bus"
 	"github.com/maumeter/maumeter/pipeline/chstore"
 	"github.com/maumeter/maumeter/pkg/event"
@@ -19,13 +20,8 @@ import (
 // services are the real Kafka and ClickHouse of `make test`.
 func services(t *testing.T) ([]string, string) {
 	t.Helper()
-	b, ch := os.Getenv("MAUMETER_KAFKA_BROKERS"), os.Getenv("MAUMETER_CLICKHOUSE_ADDR")
-	if b == "" || ch == "" {
-		if os.Getenv("MAUMETER_REQUIRE_SERVICES") == "1" {
-			t.Fatal("MAUMETER_KAFKA_BROKERS and MAUMETER_CLICKHOUSE_ADDR are required (run `make test`)")
-		}
-		t.Skip("needs the real Kafka and ClickHouse: run `make test`")
-	}
+	svc := servicetest.Require(t, servicetest.Kafka, servicetest.ClickHouse)
+	b, ch := svc[0], svc[1]
 	brokers, err := bus.SplitBrokers(b)
 	if err != nil {
 		t.Fatal(err)

@@ -29,11 +29,8 @@ func testInvoice(version, seq uint32, amount string) *Invoice {
 // a second insert under the token of a taken billing_seq is dropped by ClickHouse, its writer
 // learns it lost, and the winner repeating its own insert (a retry) still holds the number.
 func TestClaimInvoiceTakesEachBillingSeqOnce(t *testing.T) {
-	s := openTest(t)
+	s := openMigrated(t)
 	ctx := context.Background()
-	if _, err := s.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
 	rows := func() (n uint64, versions string) {
 		t.Helper()
 		if err := s.conn.QueryRow(ctx, `SELECT count(), toString(arraySort(groupArray(rollup_version))) FROM invoices`).Scan(&n, &versions); err != nil {
@@ -78,11 +75,8 @@ func TestClaimInvoiceTakesEachBillingSeqOnce(t *testing.T) {
 }
 
 func TestClaimBillingRunTakesEachRunSeqOnce(t *testing.T) {
-	s := openTest(t)
+	s := openMigrated(t)
 	ctx := context.Background()
-	if _, err := s.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
 	at := time.Date(2026, 11, 2, 8, 0, 0, 123e6, time.UTC)
 	run := func(month string) *BillingRun {
 		return &BillingRun{TenantID: "acme", RunSeq: 1, BillMonth: month, PostedThrough: map[string]uint32{"2026-09": 2, month: 1},

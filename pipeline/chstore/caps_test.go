@@ -13,11 +13,8 @@ import (
 // TestCapQueries: the counts and key lists the POC cap publisher reads, with rows written twice
 // (as after a crash) and tenants and months it did not ask for.
 func TestCapQueries(t *testing.T) {
-	s := openTest(t)
+	s := openMigrated(t)
 	ctx := context.Background()
-	if _, err := s.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
 	base := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
 	row := func(tenant, month, guid string, minute int) DeviceRow {
 		return DeviceRow{TenantID: tenant, Month: month, AppID: "app", Key: event.KeyOf(tenant, "app", guid), GUID: guid,

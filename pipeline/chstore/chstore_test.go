@@ -5,24 +5,18 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
-	"os"
 	"slices"
 	"testing"
 	"time"
 
+	"github.com/maumeter/maumeter/internal/servicetest"
 	"github.com/maumeter/maumeter/pkg/event"
 )
 
 // openTest connects to the ClickHouse that `make test` starts, in a fresh database.
 func openTest(t *testing.T) *Store {
 	t.Helper()
-	addr := os.Getenv("MAUMETER_CLICKHOUSE_ADDR")
-	if addr == "" {
-		if os.Getenv("MAUMETER_REQUIRE_SERVICES") == "1" {
-			t.Fatal("MAUMETER_CLICKHOUSE_ADDR is required (run `make test`)")
-		}
-		t.Skip("no ClickHouse: run `make test`")
-	}
+	addr := servicetest.Require(t, servicetest.ClickHouse)[0]
 	ctx := context.Background()
 	s, err := Open(ctx, Config{Addr: addr, Database: fmt.Sprintf("chstore_test_%d", time.Now().UnixNano())}, slog.New(slog.DiscardHandler))
 	if err != nil {
@@ -32,6 +26,16 @@ func openTest(t *testing.T) *Store {
 	// away after the run. A DROP DATABASE here, while other packages' tests use the same server,
 	// is a suspect (unconfirmed) in the two runs in which the embedded ClickHouse died.
 	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// openMigrated is openTest with every migration applied.
+func openMigrated(t *testing.T) *Store {
+	t.Helper()
+	s := openTest(t)
+	if _, err := s.Migrate(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	return s
 }
 
@@ -55,11 +59,8 @@ func TestMigrateTwiceIsANoOp(t *testing.T) {
 }
 
 func TestDevicesAreASet(t *testing.T) {
-	s := openTest(t)
+	s := openMigrated(t)
 	ctx := context.Background()
-	if _, err := s.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
 	row := func(tenant, month, guid string, part int32) DeviceRow {
 		return DeviceRow{TenantID: tenant, Month: month, AppID: "app", Key: event.KeyOf(tenant, "app", guid), GUID: guid,
 			FirstSeenAt: time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC), FirstEvent: event.Open, MiniProgramID: "mp", Partition: part}
@@ -111,11 +112,8 @@ func TestDevicesAreASet(t *testing.T) {
 }
 
 func TestAppUsage(t *testing.T) {
-	s := openTest(t)
+	s := openMigrated(t)
 	ctx := context.Background()
-	if _, err := s.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
 	day := func(d, h, m, sec, ms int) time.Time { return time.Date(2026, 11, d, h, m, sec, ms*1e6, time.UTC) }
 	row := func(tenant, month, app, guid string, seen time.Time) DeviceRow {
 		return DeviceRow{TenantID: tenant, Month: month, AppID: app, Key: event.KeyOf(tenant, app, guid), GUID: guid,

@@ -40,11 +40,8 @@ func TestWatermark(t *testing.T) {
 // once, each with other contents; exactly one wins each version, the others get
 // ErrVersionTaken, and the stored row is the winner's.
 func TestWriteRollupOneWriterPerVersion(t *testing.T) {
-	s := openTest(t)
+	s := openMigrated(t)
 	ctx := context.Background()
-	if _, err := s.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
 	for _, v := range []uint32{1, 2} {
 		var wg sync.WaitGroup
 		results := make([]error, 8)
@@ -163,11 +160,8 @@ func TestMigration005KeepsTheFirstSighting(t *testing.T) {
 // TestInsertDevicesRetryIsDropped: the same flush written twice leaves one copy of its rows; a
 // flush that differs in one row is not dropped.
 func TestInsertDevicesRetryIsDropped(t *testing.T) {
-	s := openTest(t)
+	s := openMigrated(t)
 	ctx := context.Background()
-	if _, err := s.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
 	mk := func(off int64) []DeviceRow {
 		return []DeviceRow{{TenantID: "acme", Month: "2026-10", AppID: "a", Key: event.KeyOf("acme", "a", "g"), GUID: "g",
 			FirstSeenAt: time.Date(2026, 10, 2, 0, 0, 0, 0, time.UTC), FirstEvent: event.Open, Offset: off}}
@@ -206,11 +200,8 @@ func TestMAUSQLLegacyInvoice(t *testing.T) {
 // embedded ClickHouse: see detached); the server answers afterwards and every insert that
 // returned nil is stored.
 func TestCancelledCallsLeaveTheServerUp(t *testing.T) {
-	s := openTest(t)
+	s := openMigrated(t)
 	ctx := context.Background()
-	if _, err := s.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
 	var mu sync.Mutex
 	stored, cancelled := 0, 0
 	var wg sync.WaitGroup

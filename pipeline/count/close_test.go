@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
 
+	"github.com/maumeter/maumeter/internal/servicetest"
 	"github.com/maumeter/maumeter/pipeline/bus"
 	"github.com/maumeter/maumeter/pipeline/chstore"
 	"github.com/maumeter/maumeter/pkg/event"
@@ -29,13 +30,8 @@ func (c *clock) set(t time.Time)  { c.ns.Store(t.UnixNano()) }
 func newClock(t time.Time) *clock { c := &clock{}; c.set(t); return c }
 func services(t testing.TB) (string, string) {
 	t.Helper()
-	brokers, ch := os.Getenv("MAUMETER_KAFKA_BROKERS"), os.Getenv("MAUMETER_CLICKHOUSE_ADDR")
-	if brokers == "" || ch == "" {
-		if os.Getenv("MAUMETER_REQUIRE_SERVICES") == "1" {
-			t.Fatal("MAUMETER_KAFKA_BROKERS and MAUMETER_CLICKHOUSE_ADDR are required (run `make test`)")
-		}
-		t.Skip("needs the real Kafka and ClickHouse: run `make test`")
-	}
+	svc := servicetest.Require(t, servicetest.Kafka, servicetest.ClickHouse)
+	brokers, ch := svc[0], svc[1]
 	return brokers, ch
 }
 

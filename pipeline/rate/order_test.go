@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/shopspring/decimal"
 
+	"github.com/maumeter/maumeter/internal/servicetest"
 	"github.com/maumeter/maumeter/pipeline/chstore"
 	. "github.com/maumeter/maumeter/pipeline/rate"
 	"github.com/maumeter/maumeter/pkg/tenant"
@@ -32,13 +33,7 @@ type orderRig struct {
 
 func newOrderRig(t *testing.T, tenants int) *orderRig {
 	t.Helper()
-	addr := os.Getenv("MAUMETER_CLICKHOUSE_ADDR")
-	if addr == "" {
-		if os.Getenv("MAUMETER_REQUIRE_SERVICES") == "1" {
-			t.Fatal("MAUMETER_CLICKHOUSE_ADDR is required (run `make test`)")
-		}
-		t.Skip("needs the real ClickHouse: run `make test`")
-	}
+	addr := servicetest.Require(t, servicetest.ClickHouse)[0]
 	ctx := context.Background()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
 	store, err := chstore.Open(ctx, chstore.Config{Addr: addr, Database: fmt.Sprintf("rate_order_test_%d", time.Now().UnixNano())}, log)

@@ -17,6 +17,7 @@ import (
 
 	"github.com/maumeter/maumeter/internal/kafkatest"
 	"github.com/maumeter/maumeter/internal/promtest"
+	"github.com/maumeter/maumeter/internal/servicetest"
 	"github.com/maumeter/maumeter/pipeline/bus"
 	"github.com/maumeter/maumeter/pipeline/chstore"
 	"github.com/maumeter/maumeter/pipeline/count"
@@ -70,13 +71,8 @@ func (r *rig) set(t time.Time) { r.clock.Store(t.UnixNano()) }
 
 func newRig(t *testing.T) *rig {
 	t.Helper()
-	brokers, ch := os.Getenv("MAUMETER_KAFKA_BROKERS"), os.Getenv("MAUMETER_CLICKHOUSE_ADDR")
-	if brokers == "" || ch == "" {
-		if os.Getenv("MAUMETER_REQUIRE_SERVICES") == "1" {
-			t.Fatal("MAUMETER_KAFKA_BROKERS and MAUMETER_CLICKHOUSE_ADDR are required (run `make test`)")
-		}
-		t.Skip("needs the real Kafka and ClickHouse: run `make test`")
-	}
+	svc := servicetest.Require(t, servicetest.Kafka, servicetest.ClickHouse)
+	brokers, ch := svc[0], svc[1]
 	id := fmt.Sprintf("%s-%d", t.Name(), time.Now().UnixNano())
 	r := &rig{brokers: []string{brokers}, events: "test.events." + id, rollups: "test.rollups." + id, id: id,
 		partitions: map[string]*partition{"acme": {sk: sketch.NewMonth()}, "initech": {sk: sketch.NewMonth()}},
