@@ -277,7 +277,7 @@ func readEvents(t *testing.T, topic string) []event.Event {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	ends, err := bus.EndOffsets(ctx, []string{brokers}, topic)
+	ends, err := bus.EndOffsets(ctx, bus.Plain([]string{brokers}), topic)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -126,7 +126,7 @@ func TestCloseRace(t *testing.T) {
 
 	// The rollups topic: every message of a version is the stored one.
 	topic := envValue(env, "MAUMETER_ROLLUPS_TOPIC")
-	end, err := bus.EndOffsets(ctx, []string{brokers}, topic)
+	end, err := bus.EndOffsets(ctx, bus.Plain([]string{brokers}), topic)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -366,7 +366,7 @@ func (p *pipeline) waitCounted(t *testing.T, timeout time.Duration) {
 		if p.counter.exited() {
 			t.Fatalf("counter exited:\n%s", p.counter.tail())
 		}
-		lag, err = bus.Lag(ctx, []string{brokers}, p.group, p.topic)
+		lag, err = bus.Lag(ctx, bus.Plain([]string{brokers}), p.group, p.topic)
 		if err == nil && lag == 0 {
 			return
 		}

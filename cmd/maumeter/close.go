@@ -65,18 +65,18 @@ func runClose(ctx context.Context, now func() time.Time, args []string, stdout, 
 }
 
 func openCloser(ctx context.Context, o *options, catalog *tenant.Catalog, log *slog.Logger) (*count.Closer, *chstore.Store, error) {
-	brokers, err := o.brokers()
+	kafka, err := o.kafkaNet()
 	if err != nil {
 		return nil, nil, err
 	}
-	if len(brokers) == 0 {
+	if len(kafka.Brokers) == 0 {
 		return nil, nil, fmt.Errorf("%w: --kafka-brokers (MAUMETER_KAFKA_BROKERS) is required", errUsage)
 	}
-	store, err := chstore.Open(ctx, o.chConfig(), log)
+	store, err := o.openStore(ctx, log)
 	if err != nil {
 		return nil, nil, err
 	}
-	closer, err := count.NewCloser(o.closeConfig(), brokers, o.topic, o.group, catalog, store, o.now, log, prometheus.NewRegistry())
+	closer, err := count.NewCloser(o.closeConfig(), kafka, o.topic, o.group, catalog, store, o.now, log, prometheus.NewRegistry())
 	if err != nil {
 		store.Close()
 		return nil, nil, err

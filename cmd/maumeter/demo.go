@@ -157,7 +157,7 @@ func runDemo(ctx context.Context, now func() time.Time, args []string, stdout, s
 		st.Accepted, st.Elapsed.Round(time.Millisecond), float64(st.Accepted)/st.Elapsed.Seconds(), st.Rejected)
 	start := time.Now()
 	for {
-		lag, err := bus.Lag(ctx, s.brokers, o.group, o.topic)
+		lag, err := bus.Lag(ctx, s.kafka, o.group, o.topic)
 		if err == nil && lag == 0 {
 			break
 		}
@@ -225,7 +225,7 @@ func runDemo(ctx context.Context, now func() time.Time, args []string, stdout, s
 	}
 	// Close every tenant-month that has ended in its tenant's zone, as `maumeter close` would,
 	// and let the rater of this process invoice it from the rollups topic.
-	closer, err := count.NewCloser(o.closeConfig(), s.brokers, o.topic, o.group, s.catalog, s.store, o.now, s.log, prometheus.NewRegistry())
+	closer, err := count.NewCloser(o.closeConfig(), s.kafka, o.topic, o.group, s.catalog, s.store, o.now, s.log, prometheus.NewRegistry())
 	if err != nil {
 		return err
 	}

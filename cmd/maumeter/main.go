@@ -151,6 +151,9 @@ func usage(w io.Writer) {
 // MAUMETER_* environment variable, so flags, env and compose files use the same names.
 func parseFlags(fs *flag.FlagSet, args []string, stderr io.Writer) error {
 	fs.SetOutput(stderr)
+	if err := refuseSecretFlags(args); err != nil {
+		return err
+	}
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -171,6 +174,24 @@ func parseFlags(fs *flag.FlagSet, args []string, stderr io.Writer) error {
 		}
 	})
 	return errors.Join(errs...)
+}
+
+// refuseSecretFlags refuses the secrets people will try to pass as flags (refusedFlags), saying
+// what to use instead, without echoing the value.
+func refuseSecretFlags(args []string) error {
+	for _, a := range args {
+		if a == "--" {
+			return nil
+		}
+		name, _, _ := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		if !strings.HasPrefix(a, "-") {
+			continue
+		}
+		if instead, ok := refusedFlags[name]; ok {
+			return fmt.Errorf("%w: --%s is not accepted: a flag shows in ps and in shell history; %s", errUsage, name, instead)
+		}
+	}
+	return nil
 }
 
 func envName(flagName string) string {

@@ -37,6 +37,7 @@ func runRate(ctx context.Context, now func() time.Time, args []string, stdout, s
 	o.keysFlags(fs)
 	fs.StringVar(&o.rollupsTopic, "rollups-topic", "mau.rollups.v1", "compacted Kafka topic of monthly rollups")
 	fs.StringVar(&o.httpAddr, "http-addr", "127.0.0.1:9465", "HTTP listen address of /metrics, /healthz, /readyz and invoice and MAU reads (service mode)")
+	o.httpTLSFlags(fs)
 	month := fs.String("month", "", "print the statements of this month, YYYY-MM, instead of running the rater")
 	only := fs.String("tenant", "", "with --month or --stored: this tenant only")
 	format := fs.String("format", "table", "with --month: "+strings.Join(rate.Formats, ", "))
@@ -213,7 +214,7 @@ func openStore(ctx context.Context, o *options, stderr io.Writer) (*chstore.Stor
 	if err != nil {
 		return nil, nil, err
 	}
-	store, err := chstore.Open(ctx, o.chConfig(), log)
+	store, err := o.openStore(ctx, log)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/maumeter/maumeter/internal/clock"
+	"github.com/maumeter/maumeter/internal/secure"
 	"github.com/maumeter/maumeter/pipeline/api"
 	"github.com/maumeter/maumeter/pipeline/bus"
 	"github.com/maumeter/maumeter/pipeline/caps"
@@ -42,7 +43,12 @@ type options struct {
 	chAddr         string
 	chDatabase     string
 	chUser         string
-	chPassword     string
+	chPasswordFile string       // the password: this file, or MAUMETER_CLICKHOUSE_PASSWORD
+	chTLS          bool         // native protocol over TLS (implied by a TLS file)
+	chTLSFiles     secure.Files // CA, client certificate and key of the ClickHouse connection
+	kafka          kafkaSecurity
+	tlsCertFile    string // the HTTP listener's certificate and key: HTTPS when set
+	tlsKeyFile     string
 	httpAddr       string
 	maxEventAge    time.Duration
 	maxEventFuture time.Duration
@@ -64,8 +70,36 @@ type options struct {
 	rateGroup      string
 }
 
+// kafkaSecurity: how to reach the brokers beyond their addresses (TLS, SASL).
+type kafkaSecurity struct {
+	tls          bool
+	tlsFiles     secure.Files
+	saslMech     string
+	saslUser     string
+	passwordFile string // the SASL password: this file, or MAUMETER_KAFKA_SASL_PASSWORD
+}
+
+// Secrets are never flags (flags show in ps and in shell history): each is an environment
+// variable or a file named by a flag. parseFlags refuses the flags people will try.
+const (
+	envClickHousePassword = "MAUMETER_CLICKHOUSE_PASSWORD"
+	envKafkaSASLPassword  = "MAUMETER_KAFKA_SASL_PASSWORD"
+)
+
+var refusedFlags = map[string]string{
+	"clickhouse-password": "set " + envClickHousePassword + " or --clickhouse-password-file instead",
+	"kafka-sasl-password": "set " + envKafkaSASLPassword + " or --kafka-sasl-password-file instead",
+}
+
 func (o *options) kafkaFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.kafkaBrokers, "kafka-brokers", "", "comma-separated Kafka brokers host:port")
+	fs.BoolVar(&o.kafka.tls, "kafka-tls", false, "connect to Kafka over TLS (1.2 or later; implied by the --kafka-tls-*-file flags)")
+	fs.StringVar(&o.kafka.tlsFiles.CAFile, "kafka-tls-ca-file", "", "PEM CA certificates that sign the brokers' certificates (empty: the system's roots)")
+	fs.StringVar(&o.kafka.tlsFiles.CertFile, "kafka-tls-cert-file", "", "PEM client certificate for mutual TLS (with --kafka-tls-key-file)")
+	fs.StringVar(&o.kafka.tlsFiles.KeyFile, "kafka-tls-key-file", "", "PEM private key of --kafka-tls-cert-file")
+	fs.StringVar(&o.kafka.saslMech, "kafka-sasl-mechanism", "", "SASL authentication with Kafka: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (empty: none)")
+	fs.StringVar(&o.kafka.saslUser, "kafka-sasl-username", "", "SASL username")
+	fs.StringVar(&o.kafka.passwordFile, "kafka-sasl-password-file", "", "file holding the SASL password (else "+envKafkaSASLPassword+"; never a flag)")
 	fs.StringVar(&o.topic, "events-topic", bus.EventsTopic, "Kafka topic of validated events")
 	fs.IntVar(&o.partitions, "events-partitions", 8, "partitions of the events topic when it is created")
 	fs.IntVar(&o.replication, "replication-factor", 1, "replication factor of topics when they are created")
@@ -75,7 +109,17 @@ func (o *options) clickhouseFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.chAddr, "clickhouse-addr", "127.0.0.1:9000", "ClickHouse native protocol host:port")
 	fs.StringVar(&o.chDatabase, "clickhouse-database", "maumeter", "ClickHouse database")
 	fs.StringVar(&o.chUser, "clickhouse-user", "default", "ClickHouse user")
-	fs.StringVar(&o.chPassword, "clickhouse-password", "", "ClickHouse password")
+	fs.StringVar(&o.chPasswordFile, "clickhouse-password-file", "", "file holding the ClickHouse password (else "+envClickHousePassword+"; never a flag)")
+	fs.BoolVar(&o.chTLS, "clickhouse-tls", false, "connect to ClickHouse's secure native port over TLS (1.2 or later; implied by the --clickhouse-tls-*-file flags)")
+	fs.StringVar(&o.chTLSFiles.CAFile, "clickhouse-tls-ca-file", "", "PEM CA certificates that sign ClickHouse's certificate (empty: the system's roots)")
+	fs.StringVar(&o.chTLSFiles.CertFile, "clickhouse-tls-cert-file", "", "PEM client certificate for mutual TLS (with --clickhouse-tls-key-file)")
+	fs.StringVar(&o.chTLSFiles.KeyFile, "clickhouse-tls-key-file", "", "PEM private key of --clickhouse-tls-cert-file")
+}
+
+// httpTLSFlags: HTTPS on the role's listener.
+func (o *options) httpTLSFlags(fs *flag.FlagSet) {
+	fs.StringVar(&o.tlsCertFile, "tls-cert-file", "", "PEM certificate (chain) of the HTTP listener: HTTPS, TLS 1.2 or later, reloaded when the file changes (with --tls-key-file)")
+	fs.StringVar(&o.tlsKeyFile, "tls-key-file", "", "PEM private key of --tls-cert-file")
 }
 
 func (o *options) commonFlags(fs *flag.FlagSet) {
@@ -158,8 +202,57 @@ func (o *options) brokers() ([]string, error) {
 	return b, nil
 }
 
-func (o *options) chConfig() chstore.Config {
-	return chstore.Config{Addr: o.chAddr, Database: o.chDatabase, Username: o.chUser, Password: o.chPassword}
+// kafkaNet is how this process reaches Kafka: the brokers, TLS and SASL. Build it once and hand
+// it to every Kafka client.
+func (o *options) kafkaNet() (*bus.Net, error) {
+	brokers, err := o.brokers()
+	if err != nil {
+		return nil, err
+	}
+	n := &bus.Net{Brokers: brokers}
+	if o.kafka.tls || o.kafka.tlsFiles != (secure.Files{}) {
+		if n.TLS, err = secure.ClientTLS("kafka", o.kafka.tlsFiles); err != nil {
+			return nil, fmt.Errorf("%w: %v", errUsage, err)
+		}
+	}
+	password := ""
+	if o.kafka.saslMech != "" {
+		if password, err = secure.Secret("kafka SASL password", envKafkaSASLPassword, o.kafka.passwordFile); err != nil {
+			return nil, fmt.Errorf("%w: %v", errUsage, err)
+		}
+	}
+	if n.SASL, err = bus.NewSASL(o.kafka.saslMech, o.kafka.saslUser, password); err != nil {
+		return nil, fmt.Errorf("%w: %v (the password: %s or --kafka-sasl-password-file)", errUsage, err, envKafkaSASLPassword)
+	}
+	if n.Secure() && len(brokers) == 0 {
+		return nil, fmt.Errorf("%w: Kafka TLS or SASL is set but no --kafka-brokers (MAUMETER_KAFKA_BROKERS)", errUsage)
+	}
+	return n, nil
+}
+
+// chConfig is the ClickHouse connection: address, credentials (the password from its file or
+// the environment) and TLS.
+func (o *options) chConfig() (chstore.Config, error) {
+	password, err := secure.Secret("clickhouse password", envClickHousePassword, o.chPasswordFile)
+	if err != nil {
+		return chstore.Config{}, fmt.Errorf("%w: %v", errUsage, err)
+	}
+	cfg := chstore.Config{Addr: o.chAddr, Database: o.chDatabase, Username: o.chUser, Password: password}
+	if o.chTLS || o.chTLSFiles != (secure.Files{}) {
+		if cfg.TLS, err = secure.ClientTLS("clickhouse", o.chTLSFiles); err != nil {
+			return chstore.Config{}, fmt.Errorf("%w: %v", errUsage, err)
+		}
+	}
+	return cfg, nil
+}
+
+// openStore opens ClickHouse with the configured connection.
+func (o *options) openStore(ctx context.Context, log *slog.Logger) (*chstore.Store, error) {
+	cfg, err := o.chConfig()
+	if err != nil {
+		return nil, err
+	}
+	return chstore.Open(ctx, cfg, log)
 }
 
 // stack is what a role runs: the parts are nil when the role does not use them.
@@ -168,7 +261,7 @@ type stack struct {
 	reg      *prometheus.Registry
 	plans    *plan.Catalog
 	catalog  *tenant.Catalog
-	brokers  []string
+	kafka    *bus.Net // the brokers and how to reach them (TLS, SASL)
 	store    *chstore.Store
 	producer *bus.Producer
 	ingest   *ingest.Handler
@@ -215,10 +308,10 @@ func build(ctx context.Context, o *options, parts roleParts, stderr io.Writer) (
 		log.Warn("the clock is set for tests: months, windows and invoices follow it, not the wall clock",
 			clock.Env, v, clock.EnvAt, os.Getenv(clock.EnvAt), "now", o.now().UTC().Format(time.RFC3339))
 	}
-	if s.brokers, err = o.brokers(); err != nil {
+	if s.kafka, err = o.kafkaNet(); err != nil {
 		return nil, err
 	}
-	if len(s.brokers) == 0 && (parts.ingest || parts.count || parts.rate) {
+	if len(s.kafka.Brokers) == 0 && (parts.ingest || parts.count || parts.rate) {
 		if !parts.embeddedKafka {
 			return nil, fmt.Errorf("%w: --kafka-brokers (MAUMETER_KAFKA_BROKERS) is required", errUsage)
 		}
@@ -226,37 +319,37 @@ func build(ctx context.Context, o *options, parts roleParts, stderr io.Writer) (
 			return nil, err
 		}
 		s.closers = append(s.closers, s.embedded.Close)
-		s.brokers = s.embedded.Brokers()
+		s.kafka = bus.Plain(s.embedded.Brokers())
 		log.Warn("no --kafka-brokers given: started an in-process Kafka (kfake); events live in memory only, for demos and development",
-			"brokers", s.brokers)
+			"brokers", s.kafka.Brokers)
 	}
 	if parts.count || parts.rate || o.migrate {
-		if s.store, err = chstore.Open(ctx, o.chConfig(), log); err != nil {
+		if s.store, err = o.openStore(ctx, log); err != nil {
 			return nil, err
 		}
 		s.closers = append(s.closers, func() { s.store.Close() })
 	}
 	if o.migrate || s.embedded != nil {
-		if err := setupInfra(ctx, o, s.brokers, s.store, log); err != nil {
+		if err := setupInfra(ctx, o, s.kafka, s.store, log); err != nil {
 			return nil, err
 		}
 	}
 	if parts.ingest {
-		s.producer = bus.NewProducer(s.brokers, o.topic)
+		s.producer = bus.NewProducer(s.kafka, o.topic)
 		s.closers = append(s.closers, func() { s.producer.Close() })
-		s.caps, err = caps.NewState(caps.StateConfig{Brokers: s.brokers, Topic: o.capsTopic, Window: o.maxEventAge}, s.catalog, s.plans, o.now, log, s.reg)
+		s.caps, err = caps.NewState(caps.StateConfig{Kafka: s.kafka, Topic: o.capsTopic, Window: o.maxEventAge}, s.catalog, s.plans, o.now, log, s.reg)
 		if err != nil {
 			return nil, err
 		}
 	}
 	if parts.count {
-		pub, err := caps.NewPublisher(caps.PublisherConfig{Brokers: s.brokers, Topic: o.capsTopic, Interval: o.capInterval,
+		pub, err := caps.NewPublisher(caps.PublisherConfig{Kafka: s.kafka, Topic: o.capsTopic, Interval: o.capInterval,
 			Window: o.maxEventAge}, s.catalog, s.plans, s.store, o.now, log, s.reg)
 		if err != nil {
 			return nil, err
 		}
 		s.counter, err = count.New(count.Config{
-			Brokers: s.brokers, Topic: o.topic, Group: o.group,
+			Kafka: s.kafka, Topic: o.topic, Group: o.group,
 			FlushInterval: o.flushInterval, CheckpointInterval: o.checkpoint,
 			SessionTimeout: o.sessionTimeout, RebalanceTimeout: o.sessionTimeout,
 			Close: o.closeConfig(), LeaderTasks: []func(context.Context){pub.Run},
@@ -267,7 +360,7 @@ func build(ctx context.Context, o *options, parts roleParts, stderr io.Writer) (
 	}
 	if parts.rate {
 		// The rater prices with the plan catalogue; the tenants were checked against it above.
-		s.rater, err = rate.New(rate.Config{Brokers: s.brokers, RollupsTopic: o.rollupsTopic, Group: o.rateGroup},
+		s.rater, err = rate.New(rate.Config{Kafka: s.kafka, RollupsTopic: o.rollupsTopic, Group: o.rateGroup},
 			s.catalog, s.plans, s.store, o.now, log, s.reg)
 		if err != nil {
 			return nil, err
@@ -278,7 +371,7 @@ func build(ctx context.Context, o *options, parts roleParts, stderr io.Writer) (
 }
 
 // setupInfra applies the ClickHouse migrations and creates the Kafka topics.
-func setupInfra(ctx context.Context, o *options, brokers []string, store *chstore.Store, log *slog.Logger) error {
+func setupInfra(ctx context.Context, o *options, kafka *bus.Net, store *chstore.Store, log *slog.Logger) error {
 	if store != nil {
 		applied, err := store.Migrate(ctx)
 		if err != nil {
@@ -286,13 +379,13 @@ func setupInfra(ctx context.Context, o *options, brokers []string, store *chstor
 		}
 		log.Info("clickhouse migrated", "database", o.chDatabase, "applied", applied)
 	}
-	if len(brokers) == 0 {
+	if len(kafka.Brokers) == 0 {
 		log.Warn("no --kafka-brokers given: Kafka topics not checked or created")
 	} else {
 		tctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
 		t := bus.Topic{Name: o.topic, Partitions: o.partitions, ReplicationFactor: o.replication}
-		if err := bus.EnsureTopic(tctx, brokers, t, log); err != nil {
+		if err := bus.EnsureTopic(tctx, kafka, t, log); err != nil {
 			return err
 		}
 		if o.rollupsTopic == "" {
@@ -304,7 +397,7 @@ func setupInfra(ctx context.Context, o *options, brokers []string, store *chstor
 		for _, name := range []string{o.rollupsTopic, o.capsTopic} {
 			t := bus.Topic{Name: name, Partitions: 1, ReplicationFactor: o.replication,
 				Configs: map[string]string{"cleanup.policy": "compact"}}
-			if err := bus.EnsureTopic(tctx, brokers, t, log); err != nil {
+			if err := bus.EnsureTopic(tctx, kafka, t, log); err != nil {
 				return err
 			}
 		}
@@ -375,18 +468,31 @@ func (s *stack) handler(o *options) (http.Handler, error) {
 
 // serveHTTP serves h on addr until ctx ends, then shuts down gracefully. ready, if not nil,
 // receives the bound address.
-func serveHTTP(ctx context.Context, addr string, h http.Handler, timeouts api.Timeouts, log *slog.Logger, ready chan<- string) error {
+// cert, if not nil, makes it HTTPS (TLS 1.2 or later) with that certificate, reloaded when its
+// files change.
+func serveHTTP(ctx context.Context, addr string, h http.Handler, timeouts api.Timeouts, cert *secure.ServerCert, log *slog.Logger, ready chan<- string) error {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", addr, err)
 	}
 	srv := api.NewServer(h, timeouts)
-	log.Info("http listening", "addr", ln.Addr().String())
+	scheme := "http"
+	if cert != nil {
+		srv.TLSConfig = cert.TLSConfig()
+		scheme = "https"
+	}
+	log.Info("http listening", "addr", ln.Addr().String(), "scheme", scheme)
 	if ready != nil {
 		ready <- ln.Addr().String()
 	}
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
+	go func() {
+		if cert != nil {
+			errc <- srv.ServeTLS(ln, "", "") // the certificate comes from TLSConfig.GetCertificate
+			return
+		}
+		errc <- srv.Serve(ln)
+	}()
 	select {
 	case err := <-errc:
 		return fmt.Errorf("http: %w", err)
@@ -409,9 +515,15 @@ func runRoles(ctx context.Context, o *options, s *stack, ready chan<- string) er
 	if err != nil {
 		return err
 	}
+	var cert *secure.ServerCert
+	if o.tlsCertFile != "" || o.tlsKeyFile != "" {
+		if cert, err = secure.NewServerCert(o.tlsCertFile, o.tlsKeyFile, s.log); err != nil {
+			return fmt.Errorf("%w: --tls-cert-file / --tls-key-file: %v", errUsage, err)
+		}
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	runners := []func(context.Context) error{func(ctx context.Context) error { return serveHTTP(ctx, o.httpAddr, h, o.http, s.log, ready) }}
+	runners := []func(context.Context) error{func(ctx context.Context) error { return serveHTTP(ctx, o.httpAddr, h, o.http, cert, s.log, ready) }}
 	// Reloads parse the catalogue against the plans the role started with (--plans).
 	plans := tenant.KnownPlans(s.plans.IDs()...)
 	if s.ingest != nil && s.keys == nil && o.keysReload > 0 {
@@ -457,6 +569,7 @@ func runServe(ctx context.Context, now func() time.Time, args []string, stdout, 
 	o.capsFlags(fs)
 	o.plansFlags(fs)
 	fs.StringVar(&o.httpAddr, "http-addr", "127.0.0.1:8080", "HTTP listen address")
+	o.httpTLSFlags(fs)
 	fs.BoolVar(&o.migrate, "migrate", true, "apply ClickHouse migrations and create topics at start")
 	if err := parseFlags(fs, args, stderr); err != nil {
 		return err
@@ -479,6 +592,7 @@ func runIngest(ctx context.Context, now func() time.Time, args []string, stdout,
 	o.capsFlags(fs)
 	o.plansFlags(fs)
 	fs.StringVar(&o.httpAddr, "http-addr", "127.0.0.1:8080", "HTTP listen address")
+	o.httpTLSFlags(fs)
 	if err := parseFlags(fs, args, stderr); err != nil {
 		return err
 	}
@@ -501,6 +615,7 @@ func runCount(ctx context.Context, now func() time.Time, args []string, stdout, 
 	o.capsFlags(fs)
 	o.plansFlags(fs)
 	fs.StringVar(&o.httpAddr, "http-addr", "127.0.0.1:9464", "HTTP listen address of /metrics, /healthz, /readyz and MAU and invoice reads")
+	o.httpTLSFlags(fs)
 	if err := parseFlags(fs, args, stderr); err != nil {
 		return err
 	}

@@ -53,11 +53,11 @@ func runImport(ctx context.Context, now func() time.Time, args []string, stdout,
 	if err != nil {
 		return err
 	}
-	brokers, err := o.brokers()
+	kafka, err := o.kafkaNet()
 	if err != nil {
 		return err
 	}
-	if len(brokers) == 0 {
+	if len(kafka.Brokers) == 0 {
 		return fmt.Errorf("%w: --kafka-brokers (MAUMETER_KAFKA_BROKERS) is required", errUsage)
 	}
 	in := io.Reader(os.Stdin)
@@ -69,7 +69,7 @@ func runImport(ctx context.Context, now func() time.Time, args []string, stdout,
 		defer f.Close()
 		in = f
 	}
-	producer := bus.NewProducer(brokers, o.topic)
+	producer := bus.NewProducer(kafka, o.topic)
 	defer producer.Close()
 	bounds := event.Bounds{MaxFuture: o.maxEventFuture}
 	sc := bufio.NewScanner(in)

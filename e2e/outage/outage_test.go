@@ -79,7 +79,7 @@ func TestNoAcknowledgedEventLostWhileKafkaRestarts(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	brokerList := strings.Split(brokers, ",")
-	if err := bus.EnsureTopic(ctx, brokerList, bus.Topic{Name: topic, Partitions: 8, ReplicationFactor: 1}, slog.New(slog.DiscardHandler)); err != nil {
+	if err := bus.EnsureTopic(ctx, bus.Plain(brokerList), bus.Topic{Name: topic, Partitions: 8, ReplicationFactor: 1}, slog.New(slog.DiscardHandler)); err != nil {
 		t.Fatal(err)
 	}
 

@@ -37,8 +37,8 @@ type Topic struct {
 
 // EnsureTopic creates t when it is missing. An existing topic is left alone; when its partition
 // count differs from t's, that is logged, since keys (and so device sets) would move.
-func EnsureTopic(ctx context.Context, brokers []string, t Topic, log *slog.Logger) error {
-	client := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second}
+func EnsureTopic(ctx context.Context, n *Net, t Topic, log *slog.Logger) error {
+	client := n.Client()
 	meta, err := client.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{t.Name}})
 	if err != nil {
 		return fmt.Errorf("topic %s: metadata: %w", t.Name, err)
@@ -96,9 +96,10 @@ type Producer struct {
 }
 
 // NewProducer returns a producer for topic.
-func NewProducer(brokers []string, topic string) *Producer {
+func NewProducer(n *Net, topic string) *Producer {
 	return &Producer{w: &kafka.Writer{
-		Addr:         kafka.TCP(brokers...),
+		Addr:         kafka.TCP(n.Brokers...),
+		Transport:    n.Transport(),
 		Topic:        topic,
 		Balancer:     &kafka.Hash{},
 		RequiredAcks: kafka.RequireAll,

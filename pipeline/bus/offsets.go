@@ -13,21 +13,21 @@ import (
 )
 
 // EndOffsets returns the offset one past the last message of every partition of topic.
-func EndOffsets(ctx context.Context, brokers []string, topic string) (map[int]int64, error) {
-	return listOffsets(ctx, brokers, topic, false)
+func EndOffsets(ctx context.Context, n *Net, topic string) (map[int]int64, error) {
+	return listOffsets(ctx, n, topic, false)
 }
 
 // FirstOffsets returns the offset of the first message kept on every partition of topic.
-func FirstOffsets(ctx context.Context, brokers []string, topic string) (map[int]int64, error) {
-	return listOffsets(ctx, brokers, topic, true)
+func FirstOffsets(ctx context.Context, n *Net, topic string) (map[int]int64, error) {
+	return listOffsets(ctx, n, topic, true)
 }
 
-func listOffsets(ctx context.Context, brokers []string, topic string, first bool) (map[int]int64, error) {
+func listOffsets(ctx context.Context, n *Net, topic string, first bool) (map[int]int64, error) {
 	what := "end"
 	if first {
 		what = "first"
 	}
-	client := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second}
+	client := n.Client()
 	parts, err := partitions(ctx, client, topic)
 	if err != nil {
 		return nil, err
@@ -58,16 +58,16 @@ func listOffsets(ctx context.Context, brokers []string, topic string, first bool
 
 // Lag is how far a consumer group is behind the end of a topic, in messages, summed over
 // partitions. A partition without a committed offset counts from its first offset.
-func Lag(ctx context.Context, brokers []string, group, topic string) (int64, error) {
-	end, err := EndOffsets(ctx, brokers, topic)
+func Lag(ctx context.Context, n *Net, group, topic string) (int64, error) {
+	end, err := EndOffsets(ctx, n, topic)
 	if err != nil {
 		return 0, fmt.Errorf("lag: %w", err)
 	}
-	first, err := FirstOffsets(ctx, brokers, topic)
+	first, err := FirstOffsets(ctx, n, topic)
 	if err != nil {
 		return 0, fmt.Errorf("lag: %w", err)
 	}
-	committed, err := CommittedOffsets(ctx, brokers, group, topic)
+	committed, err := CommittedOffsets(ctx, n, group, topic)
 	if err != nil {
 		return 0, fmt.Errorf("lag: %w", err)
 	}
@@ -85,10 +85,10 @@ func Lag(ctx context.Context, brokers []string, group, topic string) (int64, err
 // CommittedOffsets returns the offsets group has committed on every partition of topic; a
 // partition without a commit is absent. Transient coordinator errors (a broker that just
 // started, a coordinator moving) are retried for up to 15 seconds.
-func CommittedOffsets(ctx context.Context, brokers []string, group, topic string) (map[int]int64, error) {
+func CommittedOffsets(ctx context.Context, n *Net, group, topic string) (map[int]int64, error) {
 	deadline := time.Now().Add(15 * time.Second)
 	for {
-		out, err := committedOffsets(ctx, brokers, group, topic)
+		out, err := committedOffsets(ctx, n, group, topic)
 		var kerr kafka.Error
 		if err == nil || !errors.As(err, &kerr) || !kerr.Temporary() || time.Now().After(deadline) {
 			return out, err
@@ -101,8 +101,8 @@ func CommittedOffsets(ctx context.Context, brokers []string, group, topic string
 	}
 }
 
-func committedOffsets(ctx context.Context, brokers []string, group, topic string) (map[int]int64, error) {
-	client := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second}
+func committedOffsets(ctx context.Context, n *Net, group, topic string) (map[int]int64, error) {
+	client := n.Client()
 	parts, err := partitions(ctx, client, topic)
 	if err != nil {
 		return nil, err
@@ -130,8 +130,8 @@ func committedOffsets(ctx context.Context, brokers []string, group, topic string
 var ErrTopicNotFound = errors.New("topic not found")
 
 // Partitions returns the partition ids of topic; ErrTopicNotFound when it does not exist.
-func Partitions(ctx context.Context, brokers []string, topic string) ([]int, error) {
-	return partitions(ctx, &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second}, topic)
+func Partitions(ctx context.Context, n *Net, topic string) ([]int, error) {
+	return partitions(ctx, n.Client(), topic)
 }
 
 func partitions(ctx context.Context, client *kafka.Client, topic string) ([]int, error) {
@@ -169,9 +169,9 @@ type JSONPublisher struct {
 }
 
 // NewJSONPublisher returns a publisher for topic whose messages carry the schema header.
-func NewJSONPublisher(brokers []string, topic, schema string) *JSONPublisher {
+func NewJSONPublisher(n *Net, topic, schema string) *JSONPublisher {
 	return &JSONPublisher{schema: schema, w: &kafka.Writer{
-		Addr: kafka.TCP(brokers...), Topic: topic, Balancer: &kafka.Hash{}, RequiredAcks: kafka.RequireAll,
+		Addr: kafka.TCP(n.Brokers...), Transport: n.Transport(), Topic: topic, Balancer: &kafka.Hash{}, RequiredAcks: kafka.RequireAll,
 		BatchTimeout: time.Millisecond, WriteTimeout: 10 * time.Second, MaxAttempts: 5,
 	}}
 }

@@ -36,7 +36,7 @@ func testLog() *slog.Logger {
 func capsTopic(t *testing.T, ctx context.Context, brokers []string) string {
 	t.Helper()
 	name := fmt.Sprintf("test.caps.%s.%d", strings.ReplaceAll(t.Name(), "/", "."), time.Now().UnixNano())
-	err := bus.EnsureTopic(ctx, brokers, bus.Topic{Name: name, Partitions: 1, ReplicationFactor: 1,
+	err := bus.EnsureTopic(ctx, bus.Plain(brokers), bus.Topic{Name: name, Partitions: 1, ReplicationFactor: 1,
 		Configs: map[string]string{"cleanup.policy": "compact"}}, testLog())
 	if err != nil {
 		t.Fatal(err)
@@ -49,7 +49,7 @@ func runState(t *testing.T, brokers []string, topic string, now func() time.Time
 	t.Helper()
 	reg := prometheus.NewRegistry()
 	cat, plans := testCatalogs(t)
-	s, err := NewState(StateConfig{Brokers: brokers, Topic: topic, MaxWait: 200 * time.Millisecond}, cat, plans, now, testLog(), reg)
+	s, err := NewState(StateConfig{Kafka: bus.Plain(brokers), Topic: topic, MaxWait: 200 * time.Millisecond}, cat, plans, now, testLog(), reg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,7 +95,7 @@ func TestPublisherToGateway(t *testing.T) {
 	cat, plans := testCatalogs(t)
 	clk := &clock{t: testNow}
 	pubReg := prometheus.NewRegistry()
-	pub, err := NewPublisher(PublisherConfig{Brokers: brokers, Topic: topic, Interval: 100 * time.Millisecond}, cat, plans, store, clk.now, testLog(), pubReg)
+	pub, err := NewPublisher(PublisherConfig{Kafka: bus.Plain(brokers), Topic: topic, Interval: 100 * time.Millisecond}, cat, plans, store, clk.now, testLog(), pubReg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -205,11 +205,11 @@ func TestStateOutlivesKafka(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if err := bus.EnsureTopic(ctx, brokers, bus.Topic{Name: topic, Partitions: 1, ReplicationFactor: 1,
+	if err := bus.EnsureTopic(ctx, bus.Plain(brokers), bus.Topic{Name: topic, Partitions: 1, ReplicationFactor: 1,
 		Configs: map[string]string{"cleanup.policy": "compact"}}, testLog()); err != nil {
 		t.Fatal(err)
 	}
-	w := bus.NewJSONPublisher(brokers, topic, bus.CapsSchema)
+	w := bus.NewJSONPublisher(bus.Plain(brokers), topic, bus.CapsSchema)
 	msg := Message{TenantID: "tiny", Month: "2026-11", Plan: "poc_enterprise", Cap: 3, Devices: 3, Capped: true,
 		DeviceKeys: devices("tiny", "tiny-poc", "a", "b", "c"), AsOf: testNow}
 	if err := w.Publish(ctx, Key(tenantMonth{TenantID: "tiny", Month: "2026-11"}), msg); err != nil {

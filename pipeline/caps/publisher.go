@@ -21,8 +21,8 @@ var ErrConfig = errors.New("caps config")
 
 // PublisherConfig says where and how often cap states are published.
 type PublisherConfig struct {
-	Brokers []string
-	Topic   string // compacted topic of cap states (default bus.CapsTopic)
+	Kafka *bus.Net // the brokers and how to reach them (TLS, SASL)
+	Topic string   // compacted topic of cap states (default bus.CapsTopic)
 	// Interval between two reads of mau_devices (default 1s). The gateways learn that a month
 	// is full at most about Interval + the counter's flush interval after its last device
 	// arrived.
@@ -40,7 +40,7 @@ type PublisherConfig struct {
 
 // Validate checks c and fills defaults.
 func (c *PublisherConfig) Validate() error {
-	if len(c.Brokers) == 0 {
+	if c.Kafka == nil || len(c.Kafka.Brokers) == 0 {
 		return fmt.Errorf("%w: publisher brokers are required", ErrConfig)
 	}
 	if c.Interval < 0 || c.Window < 0 || c.Republish < 0 || c.MaxKeys < 0 {
@@ -112,7 +112,7 @@ type sent struct {
 // generation as soon as one of the functions it started returns). It starts by publishing
 // every state, so a restarted or newly elected publisher repairs the topic.
 func (p *Publisher) Run(ctx context.Context) {
-	w := bus.NewJSONPublisher(p.cfg.Brokers, p.cfg.Topic, bus.CapsSchema)
+	w := bus.NewJSONPublisher(p.cfg.Kafka, p.cfg.Topic, bus.CapsSchema)
 	defer w.Close()
 	p.log.Info("cap publisher started", "topic", p.cfg.Topic, "interval", p.cfg.Interval)
 	last := map[tenantMonth]sent{}

@@ -28,8 +28,8 @@ var ErrNotSynced = errors.New("cap state not read from Kafka yet")
 
 // StateConfig says where a gateway reads cap states from.
 type StateConfig struct {
-	Brokers []string
-	Topic   string // compacted topic of cap states (default bus.CapsTopic)
+	Kafka *bus.Net // the brokers and how to reach them (TLS, SASL)
+	Topic string   // compacted topic of cap states (default bus.CapsTopic)
 	// Window is how far back events are accepted (default 35 days): a tenant-month that ended
 	// longer ago than that (and a day) is forgotten, since its events are refused as ts_too_old.
 	Window time.Duration
@@ -44,7 +44,7 @@ type StateConfig struct {
 
 // Validate checks c and fills defaults.
 func (c *StateConfig) Validate() error {
-	if len(c.Brokers) == 0 {
+	if c.Kafka == nil || len(c.Kafka.Brokers) == 0 {
 		return fmt.Errorf("%w: state brokers are required", ErrConfig)
 	}
 	if c.Window < 0 || c.ReservationGrace < 0 || c.MaxWait < 0 {
@@ -366,12 +366,12 @@ func (s *State) Ready(context.Context) error {
 // partition from its first offset, for ever. Kafka errors are logged, counted and retried; the
 // last known state stays in force meanwhile.
 func (s *State) Run(ctx context.Context) {
-	client := &kafka.Client{Addr: kafka.TCP(s.cfg.Brokers...), Timeout: 10 * time.Second}
+	client := s.cfg.Kafka.Client()
 	var parts []int
 	backoff := 100 * time.Millisecond
 	for {
 		var err error
-		parts, err = bus.Partitions(ctx, s.cfg.Brokers, s.cfg.Topic)
+		parts, err = bus.Partitions(ctx, s.cfg.Kafka, s.cfg.Topic)
 		if err == nil && len(parts) > 0 {
 			break
 		}

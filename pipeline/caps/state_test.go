@@ -69,7 +69,7 @@ func newTestState(t testing.TB) (*State, *clock, *prometheus.Registry) {
 	cat, plans := testCatalogs(t)
 	clk := &clock{t: testNow}
 	reg := prometheus.NewRegistry()
-	s, err := NewState(StateConfig{Brokers: []string{"127.0.0.1:1"}}, cat, plans, clk.now, slog.New(slog.DiscardHandler), reg)
+	s, err := NewState(StateConfig{Kafka: bus.Plain([]string{"127.0.0.1:1"})}, cat, plans, clk.now, slog.New(slog.DiscardHandler), reg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -196,7 +196,7 @@ tenants:
 		{"la", "la-app", "2026-10-31T12:00:00Z", true},  // an instant of October asked about November: its first day
 		{"la", "la-app", "2026-12-05T12:00:00Z", false}, // of December: November's last day
 	} {
-		s, err := NewState(StateConfig{Brokers: []string{"127.0.0.1:1"}}, cat, plans, func() time.Time { return testNow }, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+		s, err := NewState(StateConfig{Kafka: bus.Plain([]string{"127.0.0.1:1"})}, cat, plans, func() time.Time { return testNow }, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
 		if err != nil {
 			t.Fatal(err)
 		}

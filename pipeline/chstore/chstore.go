@@ -7,6 +7,7 @@ package chstore
 import (
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
 	"database/sql"
 	"encoding/binary"
 	"encoding/hex"
@@ -34,6 +35,7 @@ type Config struct {
 	Username    string
 	Password    string
 	DialTimeout time.Duration
+	TLS         *tls.Config // nil: plaintext native protocol
 }
 
 // Validate checks c and fills defaults.
@@ -82,6 +84,7 @@ func options(cfg Config, db string) *clickhouse.Options {
 		Addr:        []string{cfg.Addr},
 		Auth:        clickhouse.Auth{Database: db, Username: cfg.Username, Password: cfg.Password},
 		DialTimeout: cfg.DialTimeout,
+		TLS:         cfg.TLS,
 		Compression: &clickhouse.Compression{Method: clickhouse.CompressionLZ4},
 		// async_insert off, whatever the server's profile says: an insert must be stored when it
 		// returns, because the counter commits Kafka offsets right after it.

@@ -66,7 +66,7 @@ func newRig(t testing.TB, start time.Time) *rig {
 		t.Fatal(err)
 	}
 	for _, tp := range []bus.Topic{{Name: r.topic, Partitions: 4, ReplicationFactor: 1}, {Name: r.rollups, Partitions: 1, ReplicationFactor: 1, Configs: map[string]string{"cleanup.policy": "compact"}}} {
-		if err := bus.EnsureTopic(ctx, r.brokers, tp, r.log); err != nil {
+		if err := bus.EnsureTopic(ctx, bus.Plain(r.brokers), tp, r.log); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -74,7 +74,7 @@ func newRig(t testing.TB, start time.Time) *rig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r.producer = bus.NewProducer(r.brokers, r.topic)
+	r.producer = bus.NewProducer(bus.Plain(r.brokers), r.topic)
 	t.Cleanup(func() { r.producer.Close() })
 	return r
 }
@@ -86,7 +86,7 @@ func (r *rig) closeConfig() CloseConfig {
 // startCounter runs a counter until the test ends.
 func (r *rig) startCounter(t *testing.T) *Counter {
 	t.Helper()
-	c, err := New(Config{Brokers: r.brokers, Topic: r.topic, Group: r.group, FlushInterval: 100 * time.Millisecond, CheckpointInterval: 200 * time.Millisecond,
+	c, err := New(Config{Kafka: bus.Plain(r.brokers), Topic: r.topic, Group: r.group, FlushInterval: 100 * time.Millisecond, CheckpointInterval: 200 * time.Millisecond,
 		SessionTimeout: 6 * time.Second, Close: r.closeConfig()}, r.catalog, r.store, r.clock.now, r.log, prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
@@ -118,7 +118,7 @@ func (r *rig) waitCounted(t *testing.T) {
 	t.Helper()
 	deadline := time.Now().Add(time.Minute)
 	for time.Now().Before(deadline) {
-		if lag, err := bus.Lag(context.Background(), r.brokers, r.group, r.topic); err == nil && lag == 0 {
+		if lag, err := bus.Lag(context.Background(), bus.Plain(r.brokers), r.group, r.topic); err == nil && lag == 0 {
 			return
 		}
 		time.Sleep(100 * time.Millisecond)
@@ -245,7 +245,7 @@ func TestCloseWaitsForCatchUp(t *testing.T) {
 	r := newRig(t, endOct.Add(73*time.Hour))
 	// No counter runs yet: events wait in Kafka.
 	r.send(t, guids("oct", 120), endOct.Add(-time.Hour))
-	closer, err := NewCloser(r.closeConfig(), r.brokers, r.topic, r.group, r.catalog, r.store, r.clock.now, r.log, prometheus.NewRegistry())
+	closer, err := NewCloser(r.closeConfig(), bus.Plain(r.brokers), r.topic, r.group, r.catalog, r.store, r.clock.now, r.log, prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -256,7 +256,7 @@ func TestCloseWaitsForCatchUp(t *testing.T) {
 		t.Fatalf("Close with no counter = %v, want ErrNotCaughtUp", err)
 	}
 	// Automatic closing is off (a 1 ns window) so only this Close writes the rollup.
-	c, err := New(Config{Brokers: r.brokers, Topic: r.topic, Group: r.group, FlushInterval: 100 * time.Millisecond, CheckpointInterval: 200 * time.Millisecond,
+	c, err := New(Config{Kafka: bus.Plain(r.brokers), Topic: r.topic, Group: r.group, FlushInterval: 100 * time.Millisecond, CheckpointInterval: 200 * time.Millisecond,
 		SessionTimeout: 6 * time.Second, Close: CloseConfig{AutoWindow: time.Nanosecond, RollupsTopic: r.rollups}},
 		r.catalog, r.store, r.clock.now, r.log, prometheus.NewRegistry())
 	if err != nil {

@@ -74,7 +74,7 @@ func (c *CloseConfig) validate() error {
 // `maumeter close`). It is safe for concurrent use.
 type Closer struct {
 	cfg     CloseConfig
-	brokers []string
+	kafka   *bus.Net // brokers, TLS, SASL
 	topic   string
 	group   string
 	catalog *tenant.Catalog
@@ -91,14 +91,14 @@ type Closer struct {
 	lost          prometheus.Counter
 }
 
-// NewCloser returns a closer. brokers, topic and group are the events topic and the counters'
+// NewCloser returns a closer. kafkaNet, topic and group are the events topic and the counters'
 // group whose progress a close waits for.
-func NewCloser(cfg CloseConfig, brokers []string, topic, group string, catalog *tenant.Catalog, store *chstore.Store, now func() time.Time, log *slog.Logger, reg prometheus.Registerer) (*Closer, error) {
+func NewCloser(cfg CloseConfig, kafkaNet *bus.Net, topic, group string, catalog *tenant.Catalog, store *chstore.Store, now func() time.Time, log *slog.Logger, reg prometheus.Registerer) (*Closer, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
 	c := &Closer{
-		cfg: cfg, brokers: brokers, topic: topic, group: group, catalog: catalog, store: store, now: now,
+		cfg: cfg, kafka: kafkaNet, topic: topic, group: group, catalog: catalog, store: store, now: now,
 		log: log.With("component", "closer"), watermarks: map[tenantMonth]chstore.Watermark{},
 		rollups:       prometheus.NewCounterVec(prometheus.CounterOpts{Name: "maumeter_close_rollups_total", Help: "Monthly rollups written, by kind (close, restatement)."}, []string{"kind"}),
 		disagreements: prometheus.NewCounter(prometheus.CounterOpts{Name: "maumeter_close_hll_disagreements_total", Help: "Rollups whose HLL estimate is off the exact MAU by more than 3 standard errors."}),
@@ -122,7 +122,7 @@ func (c *Closer) CloseAt(t *tenant.Tenant, month calendar.Month) time.Time {
 // Run closes and restates months every CheckInterval until ctx ends. It first republishes the
 // rollups of the window, so a rollup whose publication was interrupted reaches the rater.
 func (c *Closer) Run(ctx context.Context) {
-	pub := bus.NewJSONPublisher(c.brokers, c.cfg.RollupsTopic, bus.RollupSchema)
+	pub := bus.NewJSONPublisher(c.kafka, c.cfg.RollupsTopic, bus.RollupSchema)
 	defer pub.Close()
 	c.log.Info("closer started", "grace", c.cfg.Grace, "interval", c.cfg.CheckInterval)
 	republished := false
@@ -218,7 +218,7 @@ func (c *Closer) Close(ctx context.Context, tm tenantMonth) (*chstore.Rollup, er
 	if c.now().Before(m.End(t.Location())) {
 		return nil, fmt.Errorf("close %s %s: %w (ends %s)", tm.TenantID, tm.Month, ErrMonthNotOver, m.End(t.Location()).Format(time.RFC3339))
 	}
-	pub := bus.NewJSONPublisher(c.brokers, c.cfg.RollupsTopic, bus.RollupSchema)
+	pub := bus.NewJSONPublisher(c.kafka, c.cfg.RollupsTopic, bus.RollupSchema)
 	defer pub.Close()
 	for {
 		latest, err := c.store.LatestRollups(ctx)
@@ -255,7 +255,7 @@ func (c *Closer) close(ctx context.Context, tm tenantMonth, prev *chstore.Rollup
 		// A version never covers less than the one before it, whoever took which watermark.
 		wm = wm.MaxWith(prev.Watermark)
 	}
-	committed, err := bus.CommittedOffsets(ctx, c.brokers, c.group, c.topic)
+	committed, err := bus.CommittedOffsets(ctx, c.kafka, c.group, c.topic)
 	if err != nil {
 		return nil, err
 	}
@@ -370,7 +370,7 @@ func (c *Closer) watermark(ctx context.Context, tm tenantMonth) (chstore.Waterma
 	if wm != nil {
 		return wm, nil
 	}
-	end, err := bus.EndOffsets(ctx, c.brokers, c.topic)
+	end, err := bus.EndOffsets(ctx, c.kafka, c.topic)
 	if err != nil {
 		return nil, err
 	}

@@ -29,6 +29,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/maumeter/maumeter/pipeline/api"
+	"github.com/maumeter/maumeter/pipeline/bus"
 	"github.com/maumeter/maumeter/pipeline/chstore"
 	"github.com/maumeter/maumeter/pkg/event"
 	"github.com/maumeter/maumeter/pkg/sketch"
@@ -40,7 +41,7 @@ var ErrConfig = errors.New("count config")
 
 // Config of the counter.
 type Config struct {
-	Brokers       []string
+	Kafka         *bus.Net // the brokers and how to reach them (TLS, SASL)
 	Topic         string
 	Group         string
 	FlushInterval time.Duration // longest a first-seen device waits before it is written to mau_devices (default 1s)
@@ -60,7 +61,7 @@ type Config struct {
 // Validate checks c and fills defaults.
 func (c *Config) Validate() error {
 	switch {
-	case len(c.Brokers) == 0:
+	case c.Kafka == nil || len(c.Kafka.Brokers) == 0:
 		return fmt.Errorf("%w: brokers are required", ErrConfig)
 	case c.Topic == "":
 		return fmt.Errorf("%w: topic is required", ErrConfig)
@@ -141,7 +142,7 @@ func New(cfg Config, catalog *tenant.Catalog, store *chstore.Store, now func() t
 		}
 	}
 	c := &Counter{cfg: cfg, catalog: catalog, store: store, now: now, log: log, m: m, owned: map[int32]*partitionState{}}
-	closer, err := NewCloser(cfg.Close, cfg.Brokers, cfg.Topic, cfg.Group, catalog, store, now, log, reg)
+	closer, err := NewCloser(cfg.Close, cfg.Kafka, cfg.Topic, cfg.Group, catalog, store, now, log, reg)
 	if err != nil {
 		return nil, err
 	}
@@ -173,7 +174,8 @@ func (c *Counter) refreshClosed(ctx context.Context) error {
 func (c *Counter) Run(ctx context.Context) error {
 	group, err := kafka.NewConsumerGroup(kafka.ConsumerGroupConfig{
 		ID:                     c.cfg.Group,
-		Brokers:                c.cfg.Brokers,
+		Brokers:                c.cfg.Kafka.Brokers,
+		Dialer:                 c.cfg.Kafka.Dialer(),
 		Topics:                 []string{c.cfg.Topic},
 		StartOffset:            kafka.FirstOffset,
 		HeartbeatInterval:      c.cfg.SessionTimeout / 5,
@@ -267,7 +269,8 @@ func (c *Counter) consume(ctx context.Context, gen *kafka.Generation, a kafka.Pa
 	log.Info("partition rebuilt", "devices", p.devices(), "months", len(p.months), "took", time.Since(start).Round(time.Millisecond), "offset", a.Offset)
 
 	r := kafka.NewReader(kafka.ReaderConfig{
-		Brokers:       c.cfg.Brokers,
+		Brokers:       c.cfg.Kafka.Brokers,
+		Dialer:        c.cfg.Kafka.Dialer(),
 		Topic:         c.cfg.Topic,
 		Partition:     a.ID,
 		MinBytes:      64 << 10,

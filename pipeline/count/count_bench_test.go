@@ -61,7 +61,7 @@ func BenchmarkCounterConsume(b *testing.B) {
 		b.StopTimer()
 		r := benchRig(b)
 		prefill(b, r, n)
-		c, err := New(Config{Brokers: r.brokers, Topic: r.topic, Group: r.group, SessionTimeout: 6 * time.Second, CheckpointInterval: time.Second,
+		c, err := New(Config{Kafka: bus.Plain(r.brokers), Topic: r.topic, Group: r.group, SessionTimeout: 6 * time.Second, CheckpointInterval: time.Second,
 			Close: CloseConfig{AutoWindow: time.Nanosecond, RollupsTopic: r.rollups}}, r.catalog, r.store, r.clock.now, r.log, prometheus.NewRegistry())
 		if err != nil {
 			b.Fatal(err)
@@ -72,7 +72,7 @@ func BenchmarkCounterConsume(b *testing.B) {
 		done := make(chan error, 1)
 		go func() { done <- c.Run(ctx) }()
 		for {
-			if lag, err := bus.Lag(ctx, r.brokers, r.group, r.topic); err == nil && lag == 0 {
+			if lag, err := bus.Lag(ctx, bus.Plain(r.brokers), r.group, r.topic); err == nil && lag == 0 {
 				break
 			}
 			time.Sleep(20 * time.Millisecond)
@@ -97,7 +97,7 @@ func BenchmarkBareConsumer(b *testing.B) {
 		prefill(b, r, n)
 		b.StartTimer()
 		cpu0, t0 := cpuTime(), time.Now()
-		end, err := bus.EndOffsets(context.Background(), r.brokers, r.topic)
+		end, err := bus.EndOffsets(context.Background(), bus.Plain(r.brokers), r.topic)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -151,7 +151,7 @@ func seedDevices(b *testing.B, r *rig, n int) {
 func BenchmarkRebuild1M(b *testing.B) {
 	r := benchRig(b)
 	seedDevices(b, r, 1_000_000)
-	c, err := New(Config{Brokers: r.brokers, Topic: r.topic, Group: r.group}, r.catalog, r.store, r.clock.now, r.log, prometheus.NewRegistry())
+	c, err := New(Config{Kafka: bus.Plain(r.brokers), Topic: r.topic, Group: r.group}, r.catalog, r.store, r.clock.now, r.log, prometheus.NewRegistry())
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -171,11 +171,11 @@ func BenchmarkRebuild1M(b *testing.B) {
 func BenchmarkClose1M(b *testing.B) {
 	r := benchRig(b)
 	seedDevices(b, r, 1_000_000)
-	closer, err := NewCloser(r.closeConfig(), r.brokers, r.topic, r.group, r.catalog, r.store, r.clock.now, r.log, prometheus.NewRegistry())
+	closer, err := NewCloser(r.closeConfig(), bus.Plain(r.brokers), r.topic, r.group, r.catalog, r.store, r.clock.now, r.log, prometheus.NewRegistry())
 	if err != nil {
 		b.Fatal(err)
 	}
-	pub := bus.NewJSONPublisher(r.brokers, r.rollups, bus.RollupSchema)
+	pub := bus.NewJSONPublisher(bus.Plain(r.brokers), r.rollups, bus.RollupSchema)
 	defer pub.Close()
 	for b.Loop() {
 		rollup, err := closer.close(context.Background(), tenantMonth{TenantID: "acme", Month: "2026-10"}, nil, pub)

@@ -70,7 +70,7 @@ func (f *feeder) devices(t *testing.T, p int, month string, guids []string, at t
 
 func (r *rig) newCloser(t *testing.T) *Closer {
 	t.Helper()
-	c, err := NewCloser(r.closeConfig(), r.brokers, r.topic, r.group, r.catalog, r.store, r.clock.now, r.log, prometheus.NewRegistry())
+	c, err := NewCloser(r.closeConfig(), bus.Plain(r.brokers), r.topic, r.group, r.catalog, r.store, r.clock.now, r.log, prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,7 +106,7 @@ func TestRestatementOfASlowPart(t *testing.T) {
 	}
 	// The automatic check finds the next one the same way.
 	f.devices(t, 2, "2026-10", guids("slow2", 2), time.Now().Add(-24*time.Hour))
-	pub := bus.NewJSONPublisher(r.brokers, r.rollups, bus.RollupSchema)
+	pub := bus.NewJSONPublisher(bus.Plain(r.brokers), r.rollups, bus.RollupSchema)
 	defer pub.Close()
 	if err := c.check(ctx, pub); err != nil {
 		t.Fatal(err)
@@ -200,7 +200,7 @@ func TestCloseRaceFenced(t *testing.T) {
 		t.Errorf("last version %d has MAU %d; uniqExact %d; devices sent %d", last, lastMAU, exact, total)
 	}
 	// The topic: every message of a version carries that version's writer and MAU.
-	end, err := bus.EndOffsets(ctx, r.brokers, r.rollups)
+	end, err := bus.EndOffsets(ctx, bus.Plain(r.brokers), r.rollups)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -106,10 +106,10 @@ func fixture(b *testing.B) *benchFixture {
 		topic := fmt.Sprintf("ingest-bench.%d", time.Now().UnixNano())
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		if benchErr = bus.EnsureTopic(ctx, brokers, bus.Topic{Name: topic, Partitions: 8, ReplicationFactor: 1}, slog.New(slog.DiscardHandler)); benchErr != nil {
+		if benchErr = bus.EnsureTopic(ctx, bus.Plain(brokers), bus.Topic{Name: topic, Partitions: 8, ReplicationFactor: 1}, slog.New(slog.DiscardHandler)); benchErr != nil {
 			return
 		}
-		bench = benchFixture{brokers: brokers, producer: bus.NewProducer(brokers, topic)}
+		bench = benchFixture{brokers: brokers, producer: bus.NewProducer(bus.Plain(brokers), topic)}
 		// Warm up for 3 s: 16 writers of 1,000 events.
 		batch := benchEvents(0, 1000, time.Now())
 		var wg sync.WaitGroup

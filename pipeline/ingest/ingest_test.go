@@ -122,7 +122,7 @@ func newTopic(t testing.TB, brokers []string) string {
 	topic := fmt.Sprintf("ingest-test.%.100s.%d", name, time.Now().UnixNano())
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := bus.EnsureTopic(ctx, brokers, bus.Topic{Name: topic, Partitions: 4, ReplicationFactor: 1}, slog.New(slog.DiscardHandler)); err != nil {
+	if err := bus.EnsureTopic(ctx, bus.Plain(brokers), bus.Topic{Name: topic, Partitions: 4, ReplicationFactor: 1}, slog.New(slog.DiscardHandler)); err != nil {
 		t.Fatal(err)
 	}
 	return topic
@@ -132,7 +132,7 @@ func newTopic(t testing.TB, brokers []string) string {
 func kafkaHandler(t *testing.T, brokers []string, cfg Config) (*Handler, string, testKeys) {
 	t.Helper()
 	topic := newTopic(t, brokers)
-	p := bus.NewProducer(brokers, topic)
+	p := bus.NewProducer(bus.Plain(brokers), topic)
 	t.Cleanup(func() { p.Close() })
 	cat, keys := testCatalog(t)
 	if cfg.ProduceTimeout == 0 {

@@ -35,7 +35,7 @@ const maxClaims = 100
 
 // Config of a rater.
 type Config struct {
-	Brokers      []string
+	Kafka        *bus.Net      // the brokers and how to reach them (TLS, SASL)
 	RollupsTopic string        // default bus.RollupsTopic
 	Group        string        // default Group
 	RetryBackoff time.Duration // first wait after a failed rating (ClickHouse down); doubles to 30s (default 500ms)
@@ -167,7 +167,7 @@ func (r *Rater) Rate(ctx context.Context, ro *chstore.Rollup) (*chstore.Invoice,
 // ClickHouse are retried with backoff, holding the partition.
 func (r *Rater) Run(ctx context.Context) error {
 	rd := kafka.NewReader(kafka.ReaderConfig{
-		Brokers: r.cfg.Brokers, Topic: r.cfg.RollupsTopic, GroupID: r.cfg.Group,
+		Brokers: r.cfg.Kafka.Brokers, Dialer: r.cfg.Kafka.Dialer(), Topic: r.cfg.RollupsTopic, GroupID: r.cfg.Group,
 		StartOffset: kafka.FirstOffset, MaxWait: 500 * time.Millisecond,
 		SessionTimeout: 10 * time.Second, RebalanceTimeout: 10 * time.Second,
 	})

@@ -91,7 +91,7 @@ func newRig(t *testing.T) *rig {
 	}
 	for _, tp := range []bus.Topic{{Name: r.events, Partitions: 2, ReplicationFactor: 1},
 		{Name: r.rollups, Partitions: 1, ReplicationFactor: 1, Configs: map[string]string{"cleanup.policy": "compact"}}} {
-		if err := bus.EnsureTopic(ctx, r.brokers, tp, r.log); err != nil {
+		if err := bus.EnsureTopic(ctx, bus.Plain(r.brokers), tp, r.log); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -99,7 +99,7 @@ func newRig(t *testing.T) *rig {
 		t.Fatal(err)
 	}
 	r.group = "test-count-" + id
-	r.closer, err = count.NewCloser(count.CloseConfig{RollupsTopic: r.rollups}, r.brokers, r.events, r.group,
+	r.closer, err = count.NewCloser(count.CloseConfig{RollupsTopic: r.rollups}, bus.Plain(r.brokers), r.events, r.group,
 		r.catalog, r.store, r.now, r.log, prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
@@ -161,7 +161,7 @@ func (r *rig) close(t *testing.T, tenantID string) *chstore.Rollup {
 func (r *rig) startRater(t *testing.T, group string) (*Rater, *prometheus.Registry) {
 	t.Helper()
 	reg := prometheus.NewRegistry()
-	rt, err := New(Config{Brokers: r.brokers, RollupsTopic: r.rollups, Group: group}, r.catalog, plans(t), r.store,
+	rt, err := New(Config{Kafka: bus.Plain(r.brokers), RollupsTopic: r.rollups, Group: group}, r.catalog, plans(t), r.store,
 		r.now, r.log, reg)
 	if err != nil {
 		t.Fatal(err)
