@@ -15,6 +15,13 @@
 # scripts/run-logged.sh: when it ends, kafka.log and kafka.pid.exit say how.
 # The jars must match scripts/checksums.txt, checked on every fetch: a
 # corrupted or partial libs/ is fetched again.
+#
+# Optional, for tests of TLS and SASL (read by start; give them again on restart):
+#   KAFKA_EXTRA_LISTENER=PROTO://127.0.0.1:PORT  a second client listener, PROTO one of SSL,
+#                                                SASL_PLAINTEXT, SASL_SSL (the broker itself
+#                                                keeps using PLAINTEXT)
+#   KAFKA_EXTRA_CONFIG=FILE                      appended to server.properties: that
+#                                                listener's ssl.* and sasl settings
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -129,17 +136,25 @@ paths() {
 }
 
 write_config() {
-	local port=$1 cport=$2
+	local port=$1 cport=$2 listeners advertised protomap
+	listeners="PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport"
+	advertised="PLAINTEXT://127.0.0.1:$port"
+	protomap="CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT"
+	if [[ -n ${KAFKA_EXTRA_LISTENER:-} ]]; then
+		listeners+=",$KAFKA_EXTRA_LISTENER"
+		advertised+=",$KAFKA_EXTRA_LISTENER"
+		protomap+=",${KAFKA_EXTRA_LISTENER%%:*}:${KAFKA_EXTRA_LISTENER%%:*}"
+	fi
 	cat >"$PROPS.tmp" <<PROPS
 # Written by scripts/kafka.sh: single-node KRaft broker+controller on loopback.
 process.roles=broker,controller
 node.id=1
 controller.quorum.bootstrap.servers=127.0.0.1:$cport
-listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
-advertised.listeners=PLAINTEXT://127.0.0.1:$port
+listeners=$listeners
+advertised.listeners=$advertised
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+listener.security.protocol.map=$protomap
 log.dirs=$DATADIR/data
 num.partitions=8
 default.replication.factor=1
@@ -159,6 +174,10 @@ num.io.threads=4
 num.recovery.threads.per.data.dir=1
 log.retention.hours=24
 PROPS
+	if [[ -n ${KAFKA_EXTRA_CONFIG:-} ]]; then
+		printf '# From KAFKA_EXTRA_CONFIG (%s):\n' "$KAFKA_EXTRA_CONFIG" >>"$PROPS.tmp"
+		cat "$KAFKA_EXTRA_CONFIG" >>"$PROPS.tmp"
+	fi
 	mv -f "$PROPS.tmp" "$PROPS"
 	cat >"$LOG4J.tmp" <<'LOG4J'
 # Written by scripts/kafka.sh: everything to stdout (redirected to kafka.log).
@@ -222,6 +241,14 @@ cmd_start() {
 	valid_port "$port" || die "kafka: bad port '$port'"
 	valid_port "$cport" || die "kafka: bad controller port '$cport'"
 	[[ $port != "$cport" ]] || die "kafka: PORT and CONTROLLER_PORT must differ"
+	local extra_port=
+	if [[ -n ${KAFKA_EXTRA_LISTENER:-} ]]; then
+		[[ $KAFKA_EXTRA_LISTENER =~ ^(SSL|SASL_PLAINTEXT|SASL_SSL)://127\.0\.0\.1:([0-9]+)$ ]] ||
+			die "kafka: KAFKA_EXTRA_LISTENER '$KAFKA_EXTRA_LISTENER': want SSL|SASL_PLAINTEXT|SASL_SSL://127.0.0.1:PORT"
+		extra_port=${BASH_REMATCH[2]}
+		valid_port "$extra_port" || die "kafka: bad port in KAFKA_EXTRA_LISTENER '$KAFKA_EXTRA_LISTENER'"
+	fi
+	[[ -z ${KAFKA_EXTRA_CONFIG:-} || -r $KAFKA_EXTRA_CONFIG ]] || die "kafka: KAFKA_EXTRA_CONFIG '$KAFKA_EXTRA_CONFIG' is not a readable file"
 
 	pid=$(read_pid "$PIDFILE")
 	if pid_alive "$pid" "$MATCH"; then
@@ -237,7 +264,7 @@ cmd_start() {
 	need setsid "install util-linux (provides setsid)"
 	cmd_fetch
 	need_java
-	for p in "$port" "$cport"; do
+	for p in "$port" "$cport" $extra_port; do
 		if tcp_open "$p"; then
 			log "kafka: port $p on 127.0.0.1 is already in use"
 			exit 3

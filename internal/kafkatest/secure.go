@@ -1,0 +1,104 @@
+package kafkatest
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/maumeter/maumeter/internal/servicetest"
+	"github.com/maumeter/maumeter/internal/tlstest"
+)
+
+// SecureBroker is a Kafka broker of one test with a SASL_SSL listener (TLS with a certificate
+// of the test's CA, SASL PLAIN with one user) beside its PLAINTEXT one.
+type SecureBroker struct {
+	Addr      string // the SASL_SSL listener, 127.0.0.1:port
+	PlainAddr string // the PLAINTEXT listener
+	CA        *tlstest.CA
+	User      string
+	Password  string
+}
+
+// StartSecure starts its own broker with scripts/kafka.sh (MAUMETER_KAFKA_SCRIPT, which
+// scripts/with-services.sh exports; skipped without it unless MAUMETER_REQUIRE_SERVICES=1) and
+// stops it when the test ends. About 5 s on a quiet machine.
+func StartSecure(t testing.TB) *SecureBroker {
+	t.Helper()
+	script := servicetest.Require(t, "MAUMETER_KAFKA_SCRIPT")[0]
+	ca := tlstest.NewCA(t, "kafka-test")
+	srv := ca.Server(t, "broker")
+	b := &SecureBroker{CA: ca, User: "maumeter", Password: "s3cret-" + fmt.Sprint(time.Now().UnixNano())}
+	ports := freePorts(t, 3)
+	b.PlainAddr = fmt.Sprintf("127.0.0.1:%d", ports[0])
+	b.Addr = fmt.Sprintf("127.0.0.1:%d", ports[2])
+	dir := t.TempDir()
+	extra := filepath.Join(dir, "sasl-ssl.properties")
+	props := strings.Join([]string{
+		"ssl.keystore.type=PEM",
+		"ssl.keystore.certificate.chain=" + oneLine(srv.CertPEM),
+		"ssl.keystore.key=" + oneLine(srv.KeyPEM),
+		"listener.name.sasl_ssl.sasl.enabled.mechanisms=PLAIN",
+		`listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_` +
+			b.User + `="` + b.Password + `";`,
+		"",
+	}, "\n")
+	if err := os.WriteFile(extra, []byte(props), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	data := filepath.Join(dir, "kafka")
+	run := func(args ...string) ([]byte, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, script, args...)
+		cmd.Env = append(os.Environ(), "KAFKA_EXTRA_LISTENER=SASL_SSL://"+b.Addr, "KAFKA_EXTRA_CONFIG="+extra)
+		return cmd.CombinedOutput()
+	}
+	t.Cleanup(func() {
+		if out, err := run("stop", data); err != nil {
+			t.Logf("stop the test's broker: %v\n%s", err, out)
+		}
+	})
+	if out, err := run("start", data, fmt.Sprint(ports[0]), fmt.Sprint(ports[1])); err != nil {
+		log, _ := os.ReadFile(filepath.Join(data, "kafka.log"))
+		t.Fatalf("start a SASL_SSL broker: %v\n%s\n%s", err, out, tail(log, 4000))
+	}
+	return b
+}
+
+// freePorts returns n distinct free loopback ports (free when asked: a race with another
+// process is possible and makes the start fail loudly).
+func freePorts(t testing.TB, n int) []int {
+	var ports []int
+	var lns []net.Listener
+	for range n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		lns = append(lns, ln)
+		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
+	}
+	for _, ln := range lns {
+		ln.Close()
+	}
+	return ports
+}
+
+// oneLine is PEM on one line, as a Java properties value takes it (Kafka's PEM parser ignores
+// the missing line breaks).
+func oneLine(pem []byte) string {
+	return strings.Join(strings.Fields(strings.ReplaceAll(string(pem), "-----\n", "----- ")), " ")
+}
+
+func tail(b []byte, n int) []byte {
+	if len(b) > n {
+		return b[len(b)-n:]
+	}
+	return b
+}
