@@ -58,6 +58,7 @@ var composeRoles = []composeRole{
 const (
 	composeImage       = "maumeter:dev" // ${MAUMETER_IMAGE:-maumeter:dev} with no environment
 	composeTenantsPath = "/etc/maumeter/tenants.yaml"
+	composeCHSecret    = "clickhouse_password" // the secret of the ClickHouse password
 )
 
 // composeSecrets are the variables docker-compose.yml requires (it has no default passwords);
@@ -121,12 +122,15 @@ func TestComposeRequiresPasswords(t *testing.T) {
 	p, _ := loadCompose(t)
 	for svc, kv := range map[string][2]string{
 		"clickhouse": {"CLICKHOUSE_PASSWORD", composeSecrets["MAUMETER_CLICKHOUSE_PASSWORD"]},
-		"count":      {"MAUMETER_CLICKHOUSE_PASSWORD", composeSecrets["MAUMETER_CLICKHOUSE_PASSWORD"]},
 		"grafana":    {"GF_SECURITY_ADMIN_PASSWORD", composeSecrets["GRAFANA_ADMIN_PASSWORD"]},
 	} {
 		if got := env(service(t, p, svc), kv[0]); got != kv[1] {
 			t.Errorf("%s %s: got %q, want %q from the environment", svc, kv[0], got, kv[1])
 		}
+	}
+	// The roles get the ClickHouse password as a secret file, from the same variable.
+	if sec, ok := p.Secrets[composeCHSecret]; !ok || sec.Environment != "MAUMETER_CLICKHOUSE_PASSWORD" {
+		t.Errorf("secret %s: got %+v, want one from the environment variable MAUMETER_CLICKHOUSE_PASSWORD", composeCHSecret, sec)
 	}
 	if got := env(service(t, p, "grafana"), "GF_AUTH_ANONYMOUS_ENABLED"); got != "false" {
 		t.Errorf("grafana GF_AUTH_ANONYMOUS_ENABLED: got %q, want \"false\" unless asked for", got)
@@ -288,9 +292,20 @@ func TestComposeRoles(t *testing.T) {
 				wantEnv["MAUMETER_CLICKHOUSE_ADDR"] = "clickhouse:9000"
 				wantEnv["MAUMETER_CLICKHOUSE_DATABASE"] = env(ch, "CLICKHOUSE_DB")
 				wantEnv["MAUMETER_CLICKHOUSE_USER"] = env(ch, "CLICKHOUSE_USER")
-				wantEnv["MAUMETER_CLICKHOUSE_PASSWORD"] = env(ch, "CLICKHOUSE_PASSWORD")
-			} else if _, ok := s.Environment["MAUMETER_CLICKHOUSE_PASSWORD"]; ok {
-				t.Errorf("environment: got MAUMETER_CLICKHOUSE_PASSWORD, want none: %s does not use ClickHouse", r.name)
+				wantEnv["MAUMETER_CLICKHOUSE_PASSWORD_FILE"] = "/run/secrets/" + composeCHSecret
+				if !slices.ContainsFunc(s.Secrets, func(sc types.ServiceSecretConfig) bool {
+					return sc.Source == composeCHSecret && sc.Target == "/run/secrets/"+composeCHSecret
+				}) {
+					t.Errorf("secrets: got %+v, want %s at /run/secrets/%s", s.Secrets, composeCHSecret, composeCHSecret)
+				}
+			} else if len(s.Secrets) > 0 || s.Environment["MAUMETER_CLICKHOUSE_PASSWORD_FILE"] != nil {
+				t.Errorf("secrets %+v: want none: %s does not use ClickHouse", s.Secrets, r.name)
+			}
+			// A password in a role's own environment shows in `docker inspect`: files only.
+			for _, secret := range []string{"MAUMETER_CLICKHOUSE_PASSWORD", "MAUMETER_KAFKA_SASL_PASSWORD"} {
+				if _, ok := s.Environment[secret]; ok {
+					t.Errorf("environment: got %s, want the password as a secret file (%s_FILE)", secret, secret)
+				}
 			}
 			for key, want := range wantEnv {
 				if got := env(s, key); got != want || want == "" {
