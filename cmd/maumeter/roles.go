@@ -650,8 +650,17 @@ func runMigrate(ctx context.Context, now func() time.Time, args []string, stdout
 func runHealthcheck(ctx context.Context, _ func() time.Time, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("healthcheck", flag.ContinueOnError)
 	url := fs.String("url", "http://127.0.0.1:8080/healthz", "URL that must answer 200")
+	caFile := fs.String("tls-ca-file", "", "PEM CA certificates that sign an https URL's certificate (empty: the system's roots)")
 	if err := parseFlags(fs, args, stderr); err != nil {
 		return err
+	}
+	client := http.DefaultClient
+	if *caFile != "" {
+		cfg, err := secure.ClientTLS("healthcheck", secure.Files{CAFile: *caFile})
+		if err != nil {
+			return fmt.Errorf("%w: %v", errUsage, err)
+		}
+		client = &http.Client{Transport: &http.Transport{TLSClientConfig: cfg}}
 	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
@@ -659,7 +668,7 @@ func runHealthcheck(ctx context.Context, _ func() time.Time, args []string, stdo
 	if err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		return err
 	}

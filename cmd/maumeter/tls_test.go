@@ -70,10 +70,21 @@ func TestServeHTTPS(t *testing.T) {
 	}
 	first := resp.TLS.PeerCertificates[0].SerialNumber
 
-	if resp, err := http.Get("http://" + addr + "/"); err == nil {
+	if resp, err := http.Get("http://" + addr + "/"); err != nil || resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("plain HTTP: %v %v, want 400", resp, err)
+	} else {
 		resp.Body.Close()
-		if resp.StatusCode == http.StatusOK {
-			t.Errorf("plain HTTP answered %s", resp.Status)
+	}
+	// The container health check, with the CA of a private certificate.
+	for _, c := range []struct {
+		args []string
+		code int
+	}{
+		{[]string{"healthcheck", "--url", "https://" + addr + "/", "--tls-ca-file", ca.CAFile}, 0},
+		{[]string{"healthcheck", "--url", "https://" + addr + "/"}, 1},
+	} {
+		if code := run(context.Background(), time.Now, c.args, io.Discard, io.Discard); code != c.code {
+			t.Errorf("%q: exit %d, want %d", c.args, code, c.code)
 		}
 	}
 	if _, err := get(client(nil, 0), "https://"+addr+"/"); err == nil || !strings.Contains(err.Error(), "unknown authority") {
