@@ -2,6 +2,9 @@ package kafkatest
 
 import (
 	"context"
+	"crypto/pbkdf2"
+	"crypto/rand"
+	"crypto/sha512"
 	"fmt"
 	"net"
 	"os"
@@ -11,12 +14,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/segmentio/kafka-go"
+
 	"github.com/maumeter/maumeter/internal/servicetest"
 	"github.com/maumeter/maumeter/internal/tlstest"
 )
 
 // SecureBroker is a Kafka broker of one test with a SASL_SSL listener (TLS with a certificate
-// of the test's CA, SASL PLAIN with one user) beside its PLAINTEXT one.
+// of the test's CA; SASL PLAIN with one user, and SCRAM-SHA-512 for the users AddScramUser adds)
+// beside its PLAINTEXT one.
 type SecureBroker struct {
 	Addr      string // the SASL_SSL listener, 127.0.0.1:port
 	PlainAddr string // the PLAINTEXT listener
@@ -43,9 +49,11 @@ func StartSecure(t testing.TB) *SecureBroker {
 		"ssl.keystore.type=PEM",
 		"ssl.keystore.certificate.chain=" + oneLine(srv.CertPEM),
 		"ssl.keystore.key=" + oneLine(srv.KeyPEM),
-		"listener.name.sasl_ssl.sasl.enabled.mechanisms=PLAIN",
+		"listener.name.sasl_ssl.sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-512",
 		`listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_` +
 			b.User + `="` + b.Password + `";`,
+		// SCRAM users are added over the PLAINTEXT listener (AddScramUser).
+		"listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;",
 		"",
 	}, "\n")
 	if err := os.WriteFile(extra, []byte(props), 0o600); err != nil {
@@ -64,10 +72,12 @@ func StartSecure(t testing.TB) *SecureBroker {
 			t.Logf("stop the test's broker: %v\n%s", err, out)
 		}
 	})
+	started := time.Now()
 	if out, err := run("start", data, fmt.Sprint(ports[0]), fmt.Sprint(ports[1])); err != nil {
 		log, _ := os.ReadFile(filepath.Join(data, "kafka.log"))
 		t.Fatalf("start a SASL_SSL broker: %v\n%s\n%s", err, out, tail(log, 4000))
 	}
+	t.Logf("SASL_SSL broker on %s up in %s", b.Addr, time.Since(started).Round(time.Millisecond))
 	return b
 }
 
@@ -101,4 +111,29 @@ func tail(b []byte, n int) []byte {
 		return b[len(b)-n:]
 	}
 	return b
+}
+
+// AddScramUser adds (or changes) a SCRAM-SHA-512 user, over the PLAINTEXT listener.
+func (b *SecureBroker) AddScramUser(ctx context.Context, user, password string) error {
+	salt := make([]byte, 16)
+	rand.Read(salt)
+	const iterations = 4096
+	salted, err := pbkdf2.Key(sha512.New, password, salt, iterations, sha512.Size)
+	if err != nil {
+		return err
+	}
+	c := &kafka.Client{Addr: kafka.TCP(b.PlainAddr), Timeout: 10 * time.Second}
+	resp, err := c.AlterUserScramCredentials(ctx, &kafka.AlterUserScramCredentialsRequest{
+		Upsertions: []kafka.UserScramCredentialsUpsertion{{Name: user, Mechanism: kafka.ScramMechanismSha512,
+			Iterations: iterations, Salt: salt, SaltedPassword: salted}},
+	})
+	if err != nil {
+		return fmt.Errorf("add SCRAM user %s: %w", user, err)
+	}
+	for _, r := range resp.Results {
+		if r.Error != nil {
+			return fmt.Errorf("add SCRAM user %s: %w", user, r.Error)
+		}
+	}
+	return nil
 }

@@ -85,6 +85,30 @@ func TestSASLSSL(t *testing.T) {
 		t.Fatalf("lag over SASL_SSL: %d, %v; want 0 after consuming everything", lag, err)
 	}
 
+	// SCRAM-SHA-512 on the same listener, for a user added to the broker.
+	if err := b.AddScramUser(ctx, "scram-user", "scram-"+b.Password); err != nil {
+		t.Fatal(err)
+	}
+	scram, err := bus.NewSASL("SCRAM-SHA-512", "scram-user", "scram-"+b.Password)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sn := &bus.Net{Brokers: n.Brokers, TLS: tlsCfg, SASL: scram}
+	var parts []int
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		// The new credential reaches the broker's cache through the metadata log, not at once.
+		if parts, err = bus.Partitions(ctx, sn, topic); err == nil || time.Now().After(deadline) {
+			break
+		}
+	}
+	if err != nil || len(parts) != 2 {
+		t.Fatalf("metadata over SCRAM-SHA-512: %v, %v", parts, err)
+	}
+	if err := bus.NewJSONPublisher(sn, topic, "test").Publish(ctx, "k", map[string]int{"scram": 1}); err != nil {
+		t.Fatalf("publish over SCRAM-SHA-512: %v", err)
+	}
+	wrongScram, _ := bus.NewSASL("SCRAM-SHA-512", "scram-user", "not-"+b.Password)
+
 	wrongPass, _ := bus.NewSASL("PLAIN", b.User, "not-"+b.Password)
 	other, err := secure.ClientTLS("kafka", secure.Files{CAFile: tlstest.NewCA(t, "other").CAFile})
 	if err != nil {
@@ -96,6 +120,7 @@ func TestSASLSSL(t *testing.T) {
 		want string
 	}{
 		{"wrong password", &bus.Net{Brokers: n.Brokers, TLS: tlsCfg, SASL: wrongPass}, "SASL Authentication Failed"},
+		{"wrong SCRAM password", &bus.Net{Brokers: n.Brokers, TLS: tlsCfg, SASL: wrongScram}, "SASL Authentication Failed"},
 		{"untrusted CA", &bus.Net{Brokers: n.Brokers, TLS: other, SASL: mech}, "certificate signed by unknown authority"},
 		{"no TLS", &bus.Net{Brokers: n.Brokers, SASL: mech}, ""},
 	} {
