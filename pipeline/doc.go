@@ -15,6 +15,7 @@
 //   - adjustments, billing order, bills    pipeline/rate (invoice.go Adjust, bill.go), pipeline/chstore (billing.go)
 //   - quota, cost to date, projection      pipeline/api (billing), pkg/plan (project.go)
 //   - Kafka topics, producer, lag, kfake   pipeline/bus
+//   - Kafka TLS and SASL (bus.Net)         pipeline/bus (net.go), internal/secure (TLS files, secrets)
 //   - ClickHouse tables and queries        schemas/clickhouse, pipeline/chstore
 //   - HTTP routes                          pipeline/api, schemas/openapi.yaml
 //   - who may read (read, operator keys)   pipeline/api (auth.go), pkg/tenant (keys.go)
