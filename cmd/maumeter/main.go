@@ -183,10 +183,10 @@ func refuseSecretFlags(args []string) error {
 		if a == "--" {
 			return nil
 		}
-		name, _, _ := strings.Cut(strings.TrimLeft(a, "-"), "=")
 		if !strings.HasPrefix(a, "-") {
 			continue
 		}
+		name, _, _ := strings.Cut(strings.TrimLeft(a, "-"), "=")
 		if instead, ok := refusedFlags[name]; ok {
 			return fmt.Errorf("%w: --%s is not accepted: a flag shows in ps and in shell history; %s", errUsage, name, instead)
 		}

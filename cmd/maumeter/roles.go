@@ -216,6 +216,9 @@ func (o *options) kafkaNet() (*bus.Net, error) {
 		}
 	}
 	password := ""
+	if o.kafka.saslMech == "" && o.kafka.passwordFile != "" {
+		return nil, fmt.Errorf("%w: --kafka-sasl-password-file is set but no --kafka-sasl-mechanism", errUsage)
+	}
 	if o.kafka.saslMech != "" {
 		if password, err = secure.Secret("kafka SASL password", envKafkaSASLPassword, o.kafka.passwordFile); err != nil {
 			return nil, fmt.Errorf("%w: %v", errUsage, err)
