@@ -41,6 +41,8 @@ func TestSecurePipeline(t *testing.T) {
 	env := []string{
 		"MAUMETER_KAFKA_BROKERS=" + b.Addr,
 		"MAUMETER_KAFKA_TLS_CA_FILE=" + b.CA.CAFile,
+		"MAUMETER_KAFKA_TLS_CERT_FILE=" + b.Client.CertFile,
+		"MAUMETER_KAFKA_TLS_KEY_FILE=" + b.Client.KeyFile,
 		"MAUMETER_KAFKA_SASL_MECHANISM=PLAIN",
 		"MAUMETER_KAFKA_SASL_USERNAME=" + b.User,
 		"MAUMETER_KAFKA_SASL_PASSWORD=" + b.Password,
@@ -124,7 +126,7 @@ func TestSecurePipeline(t *testing.T) {
 			t.Fatalf("batch %d over HTTPS: %d %v, accepted %d, want %d", i, code, err, r.Accepted, want)
 		}
 	}
-	n := &bus.Net{Brokers: []string{b.Addr}, TLS: mustTLS(t, b.CA.CAFile)}
+	n := &bus.Net{Brokers: []string{b.Addr}, TLS: mustTLS(t, secure.Files{CAFile: b.CA.CAFile, CertFile: b.Client.CertFile, KeyFile: b.Client.KeyFile})}
 	n.SASL, _ = bus.NewSASL("PLAIN", b.User, b.Password)
 	for lag := int64(-1); lag != 0; time.Sleep(200 * time.Millisecond) {
 		if ctx.Err() != nil || counter.exited() {
@@ -147,9 +149,9 @@ func TestSecurePipeline(t *testing.T) {
 		tr.events, len(tr.batches), checked, time.Since(start).Round(time.Millisecond))
 }
 
-func mustTLS(t *testing.T, ca string) *tls.Config {
+func mustTLS(t *testing.T, f secure.Files) *tls.Config {
 	t.Helper()
-	c, err := secure.ClientTLS("kafka", secure.Files{CAFile: ca})
+	c, err := secure.ClientTLS("kafka", f)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -21,12 +21,13 @@ import (
 )
 
 // SecureBroker is a Kafka broker of one test with a SASL_SSL listener (TLS with a certificate
-// of the test's CA; SASL PLAIN with one user, and SCRAM-SHA-512 for the users AddScramUser adds)
-// beside its PLAINTEXT one.
+// of the test's CA, and a client certificate of that CA required; SASL PLAIN with one user, and
+// SCRAM-SHA-512 for the users AddScramUser adds) beside its PLAINTEXT one.
 type SecureBroker struct {
 	Addr      string // the SASL_SSL listener, 127.0.0.1:port
 	PlainAddr string // the PLAINTEXT listener
 	CA        *tlstest.CA
+	Client    tlstest.Pair // a client certificate of CA: the listener requires one (mutual TLS)
 	User      string
 	Password  string
 }
@@ -39,7 +40,7 @@ func StartSecure(t testing.TB) *SecureBroker {
 	script := servicetest.Require(t, "MAUMETER_KAFKA_SCRIPT")[0]
 	ca := tlstest.NewCA(t, "kafka-test")
 	srv := ca.Server(t, "broker")
-	b := &SecureBroker{CA: ca, User: "maumeter", Password: "s3cret-" + fmt.Sprint(time.Now().UnixNano())}
+	b := &SecureBroker{CA: ca, Client: ca.Client(t, "maumeter-client"), User: "maumeter", Password: "s3cret-" + fmt.Sprint(time.Now().UnixNano())}
 	ports := freePorts(t, 3)
 	b.PlainAddr = fmt.Sprintf("127.0.0.1:%d", ports[0])
 	b.Addr = fmt.Sprintf("127.0.0.1:%d", ports[2])
@@ -49,6 +50,9 @@ func StartSecure(t testing.TB) *SecureBroker {
 		"ssl.keystore.type=PEM",
 		"ssl.keystore.certificate.chain=" + oneLine(srv.CertPEM),
 		"ssl.keystore.key=" + oneLine(srv.KeyPEM),
+		"ssl.truststore.type=PEM",
+		"ssl.truststore.certificates=" + oneLine(ca.PEM),
+		"listener.name.sasl_ssl.ssl.client.auth=required",
 		"listener.name.sasl_ssl.sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-512",
 		`listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_` +
 			b.User + `="` + b.Password + `";`,

@@ -20,14 +20,15 @@ import (
 )
 
 // TestSASLSSL runs the product's Kafka clients against a real broker that takes only SASL_SSL
-// on the address they are given: topic creation, the event producer, a consumer group reading
-// and committing, and the offsets the closer reads. A wrong password, an untrusted CA and a
-// plaintext client all fail, each with an error that says why.
+// with a client certificate on the address they are given: topic creation, the event producer,
+// a consumer group reading and committing, and the offsets the closer reads, with SASL PLAIN and
+// SCRAM-SHA-512. A wrong password, an untrusted CA, no client certificate and a plaintext client
+// all fail, each with an error that says why.
 func TestSASLSSL(t *testing.T) {
 	b := kafkatest.StartSecure(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	tlsCfg, err := secure.ClientTLS("kafka", secure.Files{CAFile: b.CA.CAFile})
+	tlsCfg, err := secure.ClientTLS("kafka", secure.Files{CAFile: b.CA.CAFile, CertFile: b.Client.CertFile, KeyFile: b.Client.KeyFile})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,7 +111,11 @@ func TestSASLSSL(t *testing.T) {
 	wrongScram, _ := bus.NewSASL("SCRAM-SHA-512", "scram-user", "not-"+b.Password)
 
 	wrongPass, _ := bus.NewSASL("PLAIN", b.User, "not-"+b.Password)
-	other, err := secure.ClientTLS("kafka", secure.Files{CAFile: tlstest.NewCA(t, "other").CAFile})
+	other, err := secure.ClientTLS("kafka", secure.Files{CAFile: tlstest.NewCA(t, "other").CAFile, CertFile: b.Client.CertFile, KeyFile: b.Client.KeyFile})
+	if err != nil {
+		t.Fatal(err)
+	}
+	noCert, err := secure.ClientTLS("kafka", secure.Files{CAFile: b.CA.CAFile})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,6 +127,7 @@ func TestSASLSSL(t *testing.T) {
 		{"wrong password", &bus.Net{Brokers: n.Brokers, TLS: tlsCfg, SASL: wrongPass}, "SASL Authentication Failed"},
 		{"wrong SCRAM password", &bus.Net{Brokers: n.Brokers, TLS: tlsCfg, SASL: wrongScram}, "SASL Authentication Failed"},
 		{"untrusted CA", &bus.Net{Brokers: n.Brokers, TLS: other, SASL: mech}, "certificate signed by unknown authority"},
+		{"no client certificate", &bus.Net{Brokers: n.Brokers, TLS: noCert, SASL: mech}, "tls: bad certificate"},
 		{"no TLS", &bus.Net{Brokers: n.Brokers, SASL: mech}, ""},
 	} {
 		t.Run(c.name, func(t *testing.T) {
