@@ -44,7 +44,12 @@ func StartSecure(t testing.TB) *SecureBroker {
 	ports := freePorts(t, 3)
 	b.PlainAddr = fmt.Sprintf("127.0.0.1:%d", ports[0])
 	b.Addr = fmt.Sprintf("127.0.0.1:%d", ports[2])
-	dir := t.TempDir()
+	// Not t.TempDir: scripts/run-logged.sh appends how the broker ended to its log just after
+	// it stops, so the directory is removed with retries once the broker is stopped.
+	dir, err := os.MkdirTemp("", "maumeter-kafka-tls-")
+	if err != nil {
+		t.Fatal(err)
+	}
 	extra := filepath.Join(dir, "sasl-ssl.properties")
 	props := strings.Join([]string{
 		"ssl.keystore.type=PEM",
@@ -74,6 +79,16 @@ func StartSecure(t testing.TB) *SecureBroker {
 	t.Cleanup(func() {
 		if out, err := run("stop", data); err != nil {
 			t.Logf("stop the test's broker: %v\n%s", err, out)
+		}
+		for i := 0; ; i++ {
+			err := os.RemoveAll(dir)
+			if err == nil || i == 50 {
+				if err != nil {
+					t.Logf("remove %s: %v", dir, err)
+				}
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
 		}
 	})
 	started := time.Now()
