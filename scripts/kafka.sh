@@ -157,7 +157,10 @@ group.initial.rebalance.delay.ms=0
 num.network.threads=2
 num.io.threads=4
 num.recovery.threads.per.data.dir=1
-log.retention.hours=24
+# maumeter creates its events topic with retention.ms = --close-window + --close-grace (37 d
+# by default) and refuses to start on a shorter one; the broker default matches that floor
+# for topics created by hand. Local disks are small: nothing here lives that long anyway.
+log.retention.hours=888
 PROPS
 	mv -f "$PROPS.tmp" "$PROPS"
 	cat >"$LOG4J.tmp" <<'LOG4J'
