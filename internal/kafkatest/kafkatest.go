@@ -20,6 +20,13 @@ func Append(ctx context.Context, brokers []string, topic string, partition, n in
 	for i := range recs {
 		recs[i] = kafka.Record{Value: kafka.NewBytes([]byte("placeholder"))}
 	}
+	return AppendRecords(ctx, brokers, topic, partition, recs)
+}
+
+// AppendRecords writes recs to one partition of topic in one request and returns the offset of
+// the first: what a producer's retry writes again when the broker stored a batch whose
+// acknowledgement was lost, or what a producer with another partitioner writes.
+func AppendRecords(ctx context.Context, brokers []string, topic string, partition int, recs []kafka.Record) (int64, error) {
 	c := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second}
 	resp, err := c.Produce(ctx, &kafka.ProduceRequest{Topic: topic, Partition: partition, RequiredAcks: kafka.RequireAll,
 		Records: kafka.NewRecordReader(recs...)})

@@ -70,6 +70,17 @@ func (s *Store) OffsetLosses(ctx context.Context, topic, group string) ([]Offset
 	return out, rows.Err()
 }
 
+// RecordPartitionerSwitch records that the events producer places keys with partitioner from
+// since on (migration 008 records the switch to murmur2 itself; this is for a later change,
+// and for tests).
+func (s *Store) RecordPartitionerSwitch(ctx context.Context, partitioner string, since time.Time, note string) error {
+	if err := s.conn.Exec(ctx, `INSERT INTO kafka_partitioner_changes (partitioner, since, note) VALUES (?, ?, ?)`,
+		partitioner, since, note); err != nil {
+		return fmt.Errorf("record partitioner switch: %w", err)
+	}
+	return nil
+}
+
 // PartitionerSwitch is when the events producer last changed its partitioner (migration 008),
 // or the zero time when it never did on this database.
 func (s *Store) PartitionerSwitch(ctx context.Context) (time.Time, error) {
