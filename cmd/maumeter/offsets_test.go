@@ -265,3 +265,51 @@ func TestLostOffsetsStopThePartitionUntilAccepted(t *testing.T) {
 	stop()
 	stop = nil
 }
+
+// TestRetentionGuard: a counter refuses an events topic that keeps records less than
+// --close-window + --close-grace, naming the topic, its retention and the minimum, and starts
+// with a warning under --allow-short-retention; migrate refuses a short --events-retention, a
+// replication factor above the brokers and a min.insync.replicas above the replication factor.
+func TestRetentionGuard(t *testing.T) {
+	svc := servicetest.Require(t, servicetest.Kafka, servicetest.ClickHouse)
+	id := rand.Uint64()
+	topic := fmt.Sprintf("test.short.%d", id)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := bus.EnsureTopic(ctx, []string{svc[0]}, bus.Topic{Name: topic, Partitions: 1, ReplicationFactor: 1,
+		Configs: map[string]string{"retention.ms": "3600000"}}, slog.New(slog.DiscardHandler)); err != nil {
+		t.Fatal(err)
+	}
+	tenants := filepath.Join(t.TempDir(), "tenants.yaml")
+	if err := os.WriteFile(tenants, []byte("tenants:\n  - {id: acme, plan: pro, purchased: 2026-01-01, apps: [acme-app]}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	now := func() time.Time { return time.Date(2026, 10, 20, 12, 0, 0, 0, time.UTC) }
+	common := []string{"--kafka-brokers", svc[0], "--clickhouse-addr", svc[1], "--clickhouse-database", fmt.Sprintf("cmd_retention_test_%d", id),
+		"--events-topic", topic, "--tenants", tenants, "--replication-factor", "1"}
+	f := func(args []string, wantCode int, wantErr string) {
+		t.Helper()
+		rctx, rcancel := context.WithTimeout(ctx, 3*time.Second)
+		defer rcancel()
+		var errb bytes.Buffer
+		all := append([]string{args[0]}, common...)
+		if args[0] == "count" {
+			all = append(all, "--count-group", fmt.Sprintf("test-short-%d", id), "--http-addr", "127.0.0.1:0")
+		}
+		code := run(rctx, now, append(all, args[1:]...), io.Discard, &errb)
+		if code != wantCode || !strings.Contains(errb.String(), wantErr) {
+			t.Errorf("%s: exit %d, want %d with %q; stderr:\n%s", strings.Join(args, " "), code, wantCode, wantErr, errb.String())
+		}
+	}
+	f([]string{"count"}, 1, fmt.Sprintf("maumeter count: events topic retention too short: topic %s keeps records 1h0m0s (retention.ms=3600000), "+
+		"less than the 888h0m0s the counters need (--close-window + --close-grace)", topic))
+	f([]string{"count"}, 1, "(or start with --allow-short-retention)")
+	f([]string{"count", "--close-window", "240h", "--close-grace", "24h"}, 1, "less than the 264h0m0s the counters need")
+	f([]string{"count", "--allow-short-retention"}, 0, `level=WARN msg="events topic retention is shorter than the counters need; starting anyway (--allow-short-retention)"`)
+	f([]string{"migrate", "--events-topic", topic + ".new", "--events-retention", "24h"}, 2,
+		"--events-retention 24h0m0s is less than --close-window + --close-grace (888h0m0s)")
+	f([]string{"migrate", "--events-topic", topic + ".rf", "--replication-factor", "3"}, 1,
+		"replication factor 3 needs at least 3 brokers, the cluster has 1 (a single development broker: --replication-factor 1")
+	f([]string{"migrate", "--events-topic", topic + ".isr", "--min-insync-replicas", "2"}, 2,
+		"--min-insync-replicas 2: want 1 to the replication factor (1)")
+}
