@@ -94,3 +94,13 @@ func (s *Store) PartitionerSwitch(ctx context.Context) (time.Time, error) {
 	}
 	return since, nil
 }
+
+// Exec runs one statement that returns no rows, in the store's database: for tests that
+// change the schema under a running pipeline (e.g. take a table away to hold the counter's
+// writes).
+func (s *Store) Exec(ctx context.Context, query string) error {
+	if err := s.conn.Exec(ctx, query); err != nil {
+		return fmt.Errorf("exec: %w", err)
+	}
+	return nil
+}
