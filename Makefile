@@ -44,6 +44,7 @@ up: ## Start ClickHouse + Kafka in the background (state in .cache/up/) and prin
 	@echo "export MAUMETER_KAFKA_BROKERS=127.0.0.1:$(KAFKA_PORT)"
 	@echo "export MAUMETER_KAFKA_DATADIR=$(CURDIR)/$(UP_DIR)/kafka"
 	@echo "export MAUMETER_KAFKA_SCRIPT=$(CURDIR)/scripts/kafka.sh"
+	@echo "export MAUMETER_REPLICATION_FACTOR=1 MAUMETER_MIN_INSYNC_REPLICAS=1 # one broker"
 
 .PHONY: down
 down: ## Stop the services started by `make up` (their data stays in .cache/up/)

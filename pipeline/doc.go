@@ -14,7 +14,8 @@
 //   - pricing a month, invoices, evidence  pkg/plan, pipeline/rate
 //   - adjustments, billing order, bills    pipeline/rate (invoice.go Adjust, bill.go), pipeline/chstore (billing.go)
 //   - quota, cost to date, projection      pipeline/api (billing), pkg/plan (project.go)
-//   - Kafka topics, producer, lag, kfake   pipeline/bus
+//   - Kafka topics, producer, lag, kfake   pipeline/bus (topics.go: retention check; EventsBalancer: murmur2)
+//   - lost offsets, accept-loss            pipeline/count (count.go startOffset, awaitAccepted), cmd/maumeter (offsets.go)
 //   - Kafka TLS and SASL (bus.Net)         pipeline/bus (net.go), internal/secure (TLS files, secrets)
 //   - ClickHouse tables and queries        schemas/clickhouse, pipeline/chstore
 //   - HTTP routes                          pipeline/api, schemas/openapi.yaml

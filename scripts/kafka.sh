@@ -172,7 +172,10 @@ group.initial.rebalance.delay.ms=0
 num.network.threads=2
 num.io.threads=4
 num.recovery.threads.per.data.dir=1
-log.retention.hours=24
+# maumeter creates its events topic with retention.ms = --close-window + --close-grace (37 d
+# by default) and refuses to start on a shorter one; the broker default matches that floor
+# for topics created by hand. Local disks are small: nothing here lives that long anyway.
+log.retention.hours=888
 PROPS
 	if [[ -n ${KAFKA_EXTRA_CONFIG:-} ]]; then
 		printf '# From KAFKA_EXTRA_CONFIG (%s):\n' "$KAFKA_EXTRA_CONFIG" >>"$PROPS.tmp"

@@ -10,6 +10,7 @@
 #   MAUMETER_CLICKHOUSE_DATADIR, MAUMETER_CLICKHOUSE_SCRIPT (scripts/clickhouse.sh)
 #   MAUMETER_KAFKA_BROKERS=127.0.0.1:<port>
 #   MAUMETER_KAFKA_DATADIR, MAUMETER_KAFKA_SCRIPT (scripts/kafka.sh)
+#   MAUMETER_REPLICATION_FACTOR=1 MAUMETER_MIN_INSYNC_REPLICAS=1 (one broker)
 # so a test can run "$MAUMETER_KAFKA_SCRIPT" stop|start "$MAUMETER_KAFKA_DATADIR".
 #
 # CMD runs in a process group of its own (a new session). On Ctrl-C (SIGINT),
@@ -350,6 +351,9 @@ if ((want_kafka)); then
 	export MAUMETER_KAFKA_BROKERS="127.0.0.1:${PORTS[0]}"
 	export MAUMETER_KAFKA_DATADIR="$RUN_DIR/kafka"
 	export MAUMETER_KAFKA_SCRIPT="$K_SCRIPT"
+	# One broker holds one replica: topics that maumeter creates get replication factor 1
+	# (its default is 3, refused above the number of brokers).
+	export MAUMETER_REPLICATION_FACTOR=1 MAUMETER_MIN_INSYNC_REPLICAS=1
 	wslog "kafka ready: broker $MAUMETER_KAFKA_BROKERS, controller 127.0.0.1:${PORTS[1]} ($(fmt_s "$STARTED_MS"))"
 fi
 

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -39,6 +40,9 @@ type options struct {
 	topic          string
 	partitions     int
 	replication    int
+	minInSync int
+	retention time.Duration // of the events topic when created; 0: minRetention
+	allowShortRetention bool
 	group          string
 	chAddr         string
 	chDatabase     string
@@ -102,7 +106,87 @@ func (o *options) kafkaFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.kafka.passwordFile, "kafka-sasl-password-file", "", "file holding the SASL password (else "+envKafkaSASLPassword+"; never a flag)")
 	fs.StringVar(&o.topic, "events-topic", bus.EventsTopic, "Kafka topic of validated events")
 	fs.IntVar(&o.partitions, "events-partitions", 8, "partitions of the events topic when it is created")
-	fs.IntVar(&o.replication, "replication-factor", 1, "replication factor of topics when they are created")
+	fs.IntVar(&o.replication, "replication-factor", 3, "replication factor of topics when they are created (refused above the number of brokers; 1 for a single development broker)")
+	fs.IntVar(&o.minInSync, "min-insync-replicas", 0, "min.insync.replicas of created topics: replicas that must have an event before it is acknowledged (0: replication factor - 1, at least 1)")
+}
+
+// retentionFlags: the retention of the events topic, which must outlast the longest time the
+// counters may not consume (docs/OPERATIONS.md, "Retention").
+func (o *options) retentionFlags(fs *flag.FlagSet) {
+	fs.DurationVar(&o.retention, "events-retention", 0, "retention.ms of the events topic when it is created (0: --close-window + --close-grace, the least the counters need)")
+	fs.BoolVar(&o.allowShortRetention, "allow-short-retention", false, "start although the events topic keeps records less than --close-window + --close-grace (warns instead of refusing)")
+}
+
+// minRetention is the least the events topic must keep records: a month closes until
+// --close-window after its close time, and a counter that stops consuming (a ClickHouse outage)
+// must find every event still there when it resumes.
+func (o *options) minRetention() time.Duration {
+	window, grace := o.closeWindow, o.closeGrace
+	if window <= 0 {
+		window = defaultCloseWindow
+	}
+	if grace <= 0 {
+		grace = count.DefaultGrace
+	}
+	return window + grace
+}
+
+// topicReplicas validates the replication flags and returns the replication factor and
+// min.insync.replicas of created topics.
+func (o *options) topicReplicas() (int, int, error) {
+	rf, isr := o.replication, o.minInSync
+	if rf < 1 {
+		return 0, 0, fmt.Errorf("%w: --replication-factor %d: want at least 1", errUsage, rf)
+	}
+	if isr == 0 {
+		isr = max(1, rf-1)
+	}
+	if isr < 1 || isr > rf {
+		return 0, 0, fmt.Errorf("%w: --min-insync-replicas %d: want 1 to the replication factor (%d)", errUsage, isr, rf)
+	}
+	return rf, isr, nil
+}
+
+// eventsRetention is the retention.ms of a created events topic.
+func (o *options) eventsRetention() (time.Duration, error) {
+	if o.retention < 0 {
+		return 0, fmt.Errorf("%w: --events-retention %s: want a positive duration (0: the minimum)", errUsage, o.retention)
+	}
+	if o.retention == 0 {
+		return o.minRetention(), nil
+	}
+	if o.retention < o.minRetention() && !o.allowShortRetention {
+		return 0, fmt.Errorf("%w: --events-retention %s is less than --close-window + --close-grace (%s): "+
+			"a counter stopped longer would lose events (--allow-short-retention to accept that)", errUsage, o.retention, o.minRetention())
+	}
+	return o.retention, nil
+}
+
+// checkRetention refuses to start (or warns, with --allow-short-retention) when the events
+// topic on the brokers keeps records less than minRetention, and refuses a compacted one.
+func (o *options) checkRetention(ctx context.Context, kafka *bus.Net, log *slog.Logger) error {
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	st, err := bus.CheckEventsTopic(cctx, kafka, o.topic, o.minRetention())
+	switch {
+	case errors.Is(err, bus.ErrShortRetention) && o.allowShortRetention:
+		log.Warn("events topic retention is shorter than the counters need; starting anyway (--allow-short-retention)", "err", err)
+	case errors.Is(err, bus.ErrShortRetention):
+		return fmt.Errorf("%w (or start with --allow-short-retention)", err)
+	case errors.Is(err, bus.ErrTopicNotFound):
+		return nil
+	case err != nil:
+		return err
+	}
+	if st.RetentionBytes >= 0 {
+		log.Warn("events topic has a size limit (retention.bytes): records may be deleted before --close-window + --close-grace",
+			"topic", o.topic, "retention_bytes", st.RetentionBytes)
+	}
+	if _, isr, err := o.topicReplicas(); err == nil && st.MinInSyncReplicas < isr {
+		log.Warn("events topic has fewer min.insync.replicas than configured; an acknowledged event may sit on fewer replicas",
+			"topic", o.topic, "min_insync_replicas", st.MinInSyncReplicas, "configured", isr)
+	}
+	return nil
 }
 
 func (o *options) clickhouseFlags(fs *flag.FlagSet) {
@@ -170,9 +254,17 @@ func (o *options) capsFlags(fs *flag.FlagSet) {
 
 func (o *options) closeFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.rollupsTopic, "rollups-topic", bus.RollupsTopic, "compacted Kafka topic of monthly rollups")
-	fs.DurationVar(&o.closeGrace, "close-grace", count.DefaultGrace, "a month closes this long after it ends in the tenant's time zone (at most 71h: it must be rated before the end of day 3 of the next month)")
 	fs.DurationVar(&o.closeInterval, "close-interval", 10*time.Second, "how often the closer checks for months to close or restate")
-	fs.DurationVar(&o.closeWindow, "close-window", 35*24*time.Hour, "months whose close time is older than this close only by import or \"maumeter close\"")
+	o.closeTimeFlags(fs)
+}
+
+// defaultCloseWindow is --close-window's default: 35 days, the ingest window.
+const defaultCloseWindow = 35 * 24 * time.Hour
+
+// closeTimeFlags: when months close; the events topic's minimum retention derives from them.
+func (o *options) closeTimeFlags(fs *flag.FlagSet) {
+	fs.DurationVar(&o.closeGrace, "close-grace", count.DefaultGrace, "a month closes this long after it ends in the tenant's time zone (at most 71h: it must be rated before the end of day 3 of the next month)")
+	fs.DurationVar(&o.closeWindow, "close-window", defaultCloseWindow, "months whose close time is older than this close only by import or \"maumeter close\"")
 }
 
 func (o *options) closeConfig() count.CloseConfig {
@@ -323,8 +415,10 @@ func build(ctx context.Context, o *options, parts roleParts, stderr io.Writer) (
 		}
 		s.closers = append(s.closers, s.embedded.Close)
 		s.kafka = bus.Plain(s.embedded.Brokers())
+		// One in-memory broker: one replica is all it can hold.
+		o.replication, o.minInSync = 1, 1
 		log.Warn("no --kafka-brokers given: started an in-process Kafka (kfake); events live in memory only, for demos and development",
-			"brokers", s.kafka.Brokers)
+			"brokers", s.kafka.Brokers, "replication_factor", 1)
 	}
 	if parts.count || parts.rate || o.migrate {
 		if s.store, err = o.openStore(ctx, log); err != nil {
@@ -334,6 +428,11 @@ func build(ctx context.Context, o *options, parts roleParts, stderr io.Writer) (
 	}
 	if o.migrate || s.embedded != nil {
 		if err := setupInfra(ctx, o, s.kafka, s.store, log); err != nil {
+			return nil, err
+		}
+	}
+	if len(s.kafka.Brokers) > 0 && (parts.count || o.migrate) {
+		if err := o.checkRetention(ctx, s.kafka, log); err != nil {
 			return nil, err
 		}
 	}
@@ -385,9 +484,21 @@ func setupInfra(ctx context.Context, o *options, kafka *bus.Net, store *chstore.
 	if len(kafka.Brokers) == 0 {
 		log.Warn("no --kafka-brokers given: Kafka topics not checked or created")
 	} else {
+		rf, isr, err := o.topicReplicas()
+		if err != nil {
+			return err
+		}
+		retention, err := o.eventsRetention()
+		if err != nil {
+			return err
+		}
 		tctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
-		t := bus.Topic{Name: o.topic, Partitions: o.partitions, ReplicationFactor: o.replication}
+		t := bus.Topic{Name: o.topic, Partitions: o.partitions, ReplicationFactor: rf, Configs: map[string]string{
+			"cleanup.policy":      "delete",
+			"retention.ms":        strconv.FormatInt(retention.Milliseconds(), 10),
+			"min.insync.replicas": strconv.Itoa(isr),
+		}}
 		if err := bus.EnsureTopic(tctx, kafka, t, log); err != nil {
 			return err
 		}
@@ -398,8 +509,8 @@ func setupInfra(ctx context.Context, o *options, kafka *bus.Net, store *chstore.
 			o.capsTopic = bus.CapsTopic
 		}
 		for _, name := range []string{o.rollupsTopic, o.capsTopic} {
-			t := bus.Topic{Name: name, Partitions: 1, ReplicationFactor: o.replication,
-				Configs: map[string]string{"cleanup.policy": "compact"}}
+			t := bus.Topic{Name: name, Partitions: 1, ReplicationFactor: rf,
+				Configs: map[string]string{"cleanup.policy": "compact", "min.insync.replicas": strconv.Itoa(isr)}}
 			if err := bus.EnsureTopic(tctx, kafka, t, log); err != nil {
 				return err
 			}
@@ -464,7 +575,7 @@ func (s *stack) handler(o *options) (http.Handler, error) {
 				return fmt.Errorf("no progress for %s", since.Round(time.Second))
 			}
 			return nil
-		}})
+		}}, api.Check{Name: "offsets", Fn: func(context.Context) error { return counter.LossError() }})
 	}
 	return api.New(cfg), nil
 }
@@ -566,6 +677,7 @@ func runServe(ctx context.Context, now func() time.Time, args []string, stdout, 
 	o.kafkaFlags(fs)
 	o.clickhouseFlags(fs)
 	o.countFlags(fs)
+	o.retentionFlags(fs)
 	o.ingestFlags(fs)
 	o.keysFlags(fs)
 	o.rateFlags(fs)
@@ -614,6 +726,7 @@ func runCount(ctx context.Context, now func() time.Time, args []string, stdout, 
 	o.kafkaFlags(fs)
 	o.clickhouseFlags(fs)
 	o.countFlags(fs)
+	o.retentionFlags(fs)
 	o.keysFlags(fs)
 	o.capsFlags(fs)
 	o.plansFlags(fs)
@@ -637,6 +750,8 @@ func runMigrate(ctx context.Context, now func() time.Time, args []string, stdout
 	o.kafkaFlags(fs)
 	o.clickhouseFlags(fs)
 	fs.StringVar(&o.rollupsTopic, "rollups-topic", bus.RollupsTopic, "compacted Kafka topic of monthly rollups")
+	o.closeTimeFlags(fs)
+	o.retentionFlags(fs)
 	o.capsFlags(fs)
 	o.plansFlags(fs)
 	if err := parseFlags(fs, args, stderr); err != nil {

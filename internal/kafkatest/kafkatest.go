@@ -11,6 +11,9 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // Append writes n placeholder records to one partition of topic and returns the offset of the
@@ -20,6 +23,13 @@ func Append(ctx context.Context, brokers []string, topic string, partition, n in
 	for i := range recs {
 		recs[i] = kafka.Record{Value: kafka.NewBytes([]byte("placeholder"))}
 	}
+	return AppendRecords(ctx, brokers, topic, partition, recs)
+}
+
+// AppendRecords writes recs to one partition of topic in one request and returns the offset of
+// the first: what a producer's retry writes again when the broker stored a batch whose
+// acknowledgement was lost, or what a producer with another partitioner writes.
+func AppendRecords(ctx context.Context, brokers []string, topic string, partition int, recs []kafka.Record) (int64, error) {
 	c := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second}
 	resp, err := c.Produce(ctx, &kafka.ProduceRequest{Topic: topic, Partition: partition, RequiredAcks: kafka.RequireAll,
 		Records: kafka.NewRecordReader(recs...)})
@@ -74,4 +84,33 @@ func commit(ctx context.Context, c *kafka.Client, group, topic string, parts []k
 func isRetriable(err error) bool {
 	var ke kafka.Error
 	return errors.As(err, &ke) && ke.Temporary()
+}
+
+// DeleteRecords deletes the records of a partition below offset, as retention would (Kafka's
+// DeleteRecords; kafka-go has no client for it, franz-go does), and returns the partition's new
+// log start.
+func DeleteRecords(ctx context.Context, brokers []string, topic string, partition int, offset int64) (int64, error) {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+	if err != nil {
+		return 0, fmt.Errorf("delete records: %w", err)
+	}
+	defer cl.Close()
+	p := kmsg.NewDeleteRecordsRequestTopicPartition()
+	p.Partition, p.Offset = int32(partition), offset
+	rt := kmsg.NewDeleteRecordsRequestTopic()
+	rt.Topic, rt.Partitions = topic, []kmsg.DeleteRecordsRequestTopicPartition{p}
+	req := kmsg.NewPtrDeleteRecordsRequest()
+	req.Topics, req.TimeoutMillis = []kmsg.DeleteRecordsRequestTopic{rt}, 10000
+	resp, err := req.RequestWith(ctx, cl)
+	if err != nil {
+		return 0, fmt.Errorf("delete records of %s/%d below %d: %w", topic, partition, offset, err)
+	}
+	if len(resp.Topics) != 1 || len(resp.Topics[0].Partitions) != 1 {
+		return 0, fmt.Errorf("delete records of %s/%d: unexpected answer %+v", topic, partition, resp)
+	}
+	rp := resp.Topics[0].Partitions[0]
+	if err := kerr.ErrorForCode(rp.ErrorCode); err != nil {
+		return 0, fmt.Errorf("delete records of %s/%d below %d: %w", topic, partition, offset, err)
+	}
+	return rp.LowWatermark, nil
 }

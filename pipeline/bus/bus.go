@@ -35,8 +35,13 @@ type Topic struct {
 	Configs           map[string]string // e.g. cleanup.policy=compact
 }
 
+// ErrTooFewBrokers: a topic's replication factor exceeds the brokers of the cluster.
+var ErrTooFewBrokers = errors.New("replication factor above the number of brokers")
+
 // EnsureTopic creates t when it is missing. An existing topic is left alone; when its partition
-// count differs from t's, that is logged, since keys (and so device sets) would move.
+// count differs from t's, that is logged, since keys (and so device sets) would move. A
+// replication factor above the cluster's brokers is refused (ErrTooFewBrokers) rather than
+// left to the broker's less specific error.
 func EnsureTopic(ctx context.Context, n *Net, t Topic, log *slog.Logger) error {
 	client := n.Client()
 	meta, err := client.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{t.Name}})
@@ -52,6 +57,11 @@ func EnsureTopic(ctx context.Context, n *Net, t Topic, log *slog.Logger) error {
 			return nil
 		}
 	}
+	if n := len(meta.Brokers); t.ReplicationFactor > n {
+		return fmt.Errorf("create topic %s: %w: replication factor %d needs at least %d brokers, the cluster has %d "+
+			"(a single development broker: --replication-factor 1, or MAUMETER_REPLICATION_FACTOR=1)",
+			t.Name, ErrTooFewBrokers, t.ReplicationFactor, t.ReplicationFactor, n)
+	}
 	tc := kafka.TopicConfig{Topic: t.Name, NumPartitions: t.Partitions, ReplicationFactor: t.ReplicationFactor}
 	for k, v := range t.Configs {
 		tc.ConfigEntries = append(tc.ConfigEntries, kafka.ConfigEntry{ConfigName: k, ConfigValue: v})
@@ -63,7 +73,7 @@ func EnsureTopic(ctx context.Context, n *Net, t Topic, log *slog.Logger) error {
 	if err := resp.Errors[t.Name]; err != nil && !errors.Is(err, kafka.TopicAlreadyExists) {
 		return fmt.Errorf("create topic %s: %w", t.Name, err)
 	}
-	log.Info("created topic", "topic", t.Name, "partitions", t.Partitions, "replication_factor", t.ReplicationFactor)
+	log.Info("created topic", "topic", t.Name, "partitions", t.Partitions, "replication_factor", t.ReplicationFactor, "configs", t.Configs)
 	return waitForLeaders(ctx, client, t.Name)
 }
 
@@ -91,6 +101,15 @@ func waitForLeaders(ctx context.Context, client *kafka.Client, topic string) err
 
 // Producer writes validated events to the events topic, keyed by tenant/app/guid, acknowledged
 // by all in-sync replicas. It is safe for concurrent use; Close it to flush.
+//
+// Keys are placed by murmur2 (kafka.Murmur2Balancer), the Java client's default partitioner, so
+// a producer written with the Java client puts a device on the same partition
+// (TestMurmur2MatchesJava). Until migration 008 it was kafka.Hash (FNV-1a); see
+// docs/ARCHITECTURE.md, "Partitioner", for what the switch means for open months.
+//
+// The writer is not idempotent: when a produce request reached the broker but its response was
+// lost (a timeout, a broken connection), kafka-go retries it (MaxAttempts) and the batch is
+// written twice. The counter's sets absorb such copies (TestDuplicateRecordsCountOnce).
 type Producer struct {
 	w *kafka.Writer
 }
@@ -101,7 +120,7 @@ func NewProducer(n *Net, topic string) *Producer {
 		Addr:         kafka.TCP(n.Brokers...),
 		Transport:    n.Transport(),
 		Topic:        topic,
-		Balancer:     &kafka.Hash{},
+		Balancer:     EventsBalancer,
 		RequiredAcks: kafka.RequireAll,
 		Compression:  kafka.Lz4,
 		BatchSize:    1000,
@@ -141,6 +160,10 @@ func (p *Producer) Produce(ctx context.Context, events []event.Event) error {
 	}
 	return nil
 }
+
+// EventsBalancer places event keys on partitions: murmur2, as the Java client does. Nil keys
+// never occur (every event has its tenant/app/guid key).
+var EventsBalancer = kafka.Murmur2Balancer{Consistent: true}
 
 // schemaHeaders are the headers of every event message. Shared: never modify.
 var schemaHeaders = []kafka.Header{{Key: event.SchemaHeader, Value: []byte(event.SchemaV1)}}

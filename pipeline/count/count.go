@@ -21,6 +21,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -31,6 +32,7 @@ import (
 	"github.com/maumeter/maumeter/pipeline/api"
 	"github.com/maumeter/maumeter/pipeline/bus"
 	"github.com/maumeter/maumeter/pipeline/chstore"
+	"github.com/maumeter/maumeter/pkg/calendar"
 	"github.com/maumeter/maumeter/pkg/event"
 	"github.com/maumeter/maumeter/pkg/sketch"
 	"github.com/maumeter/maumeter/pkg/tenant"
@@ -102,8 +104,24 @@ type Counter struct {
 
 	mu     sync.Mutex
 	owned  map[int32]*partitionState                       // partitions of the current generation
+	lost   map[int32]Loss                                  // stopped partitions: records deleted before they were read
 	closed atomic.Pointer[map[tenantMonth]*chstore.Rollup] // closed months and their current rollup
+	// switchAt is when the events' partitioner last changed (unix ns, 0: never; migration 008).
+	switchAt atomic.Int64
 }
+
+// Loss is a range of a partition whose records were deleted (retention) before the counters'
+// group read them: [From, To) was never counted. The partition is stopped until an operator
+// accepts the loss (`maumeter offsets accept-loss`).
+type Loss struct {
+	Partition int32
+	From, To  int64
+}
+
+// PartitionerRollout is how long after the partitioner change (migration 008) gateways may
+// still place events the old way: months that began before the change plus this margin may
+// hold a device on two partitions, and the counter reads them from mau_devices.
+const PartitionerRollout = 7 * 24 * time.Hour
 
 type metrics struct {
 	events     prometheus.Counter
@@ -116,6 +134,8 @@ type metrics struct {
 	assigned   prometheus.Gauge
 	commitErr  prometheus.Counter
 	openMonths prometheus.Gauge
+	lost       *prometheus.GaugeVec
+	accepted   prometheus.Counter
 }
 
 // New returns a counter. now is its clock (month close and grace are measured on it); reg
@@ -135,13 +155,17 @@ func New(cfg Config, catalog *tenant.Catalog, store *chstore.Store, now func() t
 		assigned:   prometheus.NewGauge(prometheus.GaugeOpts{Name: "maumeter_count_assigned_partitions", Help: "Partitions this counter owns."}),
 		commitErr:  prometheus.NewCounter(prometheus.CounterOpts{Name: "maumeter_count_commit_errors_total", Help: "Offset commits that failed (the partition replays from the last good commit)."}),
 		openMonths: prometheus.NewGauge(prometheus.GaugeOpts{Name: "maumeter_count_open_months", Help: "Tenant-months held in memory over all owned partitions."}),
+		lost: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "maumeter_count_lost_offsets",
+			Help: "Offsets of the events topic deleted (retention) before the counters read them, not accepted yet: the partition is stopped. 0 when none."}, []string{"partition"}),
+		accepted: prometheus.NewCounter(prometheus.CounterOpts{Name: "maumeter_count_accepted_lost_offsets_total",
+			Help: "Lost offsets an operator accepted (maumeter offsets accept-loss), after which their partition resumed."}),
 	}
-	for _, col := range []prometheus.Collector{m.events, m.devices, m.lateNew, m.dropped, m.flushes, m.retries, m.rebuilt, m.assigned, m.commitErr, m.openMonths} {
+	for _, col := range []prometheus.Collector{m.events, m.devices, m.lateNew, m.dropped, m.flushes, m.retries, m.rebuilt, m.assigned, m.commitErr, m.openMonths, m.lost, m.accepted} {
 		if err := reg.Register(col); err != nil {
 			return nil, fmt.Errorf("count metrics: %w", err)
 		}
 	}
-	c := &Counter{cfg: cfg, catalog: catalog, store: store, now: now, log: log, m: m, owned: map[int32]*partitionState{}}
+	c := &Counter{cfg: cfg, catalog: catalog, store: store, now: now, log: log, m: m, owned: map[int32]*partitionState{}, lost: map[int32]Loss{}}
 	closer, err := NewCloser(cfg.Close, cfg.Kafka, cfg.Topic, cfg.Group, catalog, store, now, log, reg)
 	if err != nil {
 		return nil, err
@@ -160,14 +184,63 @@ func (c *Counter) LastProgress() time.Time { return time.Unix(0, c.lastProgress.
 
 func (c *Counter) isClosed(tm tenantMonth) bool { return (*c.closed.Load())[tm] != nil }
 
-// refreshClosed reloads the set of closed tenant-months from mau_rollups.
+// refreshClosed reloads the set of closed tenant-months from mau_rollups, and when the
+// partitioner last changed.
 func (c *Counter) refreshClosed(ctx context.Context) error {
 	latest, err := c.store.LatestRollups(ctx)
 	if err != nil {
 		return err
 	}
 	c.closed.Store(&latest)
+	sw, err := c.store.PartitionerSwitch(ctx)
+	if err != nil {
+		return err
+	}
+	if !sw.IsZero() {
+		c.switchAt.Store(sw.UnixNano())
+	}
 	return nil
+}
+
+// straddles says whether tm began before the partitioner change (plus PartitionerRollout), so
+// that a device of it may sit in two partitions' sets: one placed by the old partitioner, one by
+// the new. The sum of the sets would count it twice; reads of such months take uniqExact over
+// mau_devices, as the close does for every month.
+func (c *Counter) straddles(tm tenantMonth) bool {
+	sw := c.switchAt.Load()
+	if sw == 0 {
+		return false
+	}
+	t, ok := c.catalog.Tenant(tm.TenantID)
+	m, err := calendar.ParseMonth(tm.Month)
+	if !ok || err != nil {
+		return true
+	}
+	return m.Start(t.Location()).Before(time.Unix(0, sw).Add(PartitionerRollout))
+}
+
+// Losses are the ranges of the partitions this counter owns that were deleted before they were
+// read and are not accepted yet; their partitions are stopped.
+func (c *Counter) Losses() []Loss {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]Loss, 0, len(c.lost))
+	for _, l := range c.lost {
+		out = append(out, l)
+	}
+	slices.SortFunc(out, func(a, b Loss) int { return int(a.Partition - b.Partition) })
+	return out
+}
+
+// LossError is nil when no owned partition is stopped by a loss, else an error naming each
+// partition, its lost range and the command that accepts it: the counter's readiness.
+func (c *Counter) LossError() error {
+	var errs []error
+	for _, l := range c.Losses() {
+		errs = append(errs, fmt.Errorf("partition %d stopped: offsets [%d, %d) (%d records) were deleted before they were counted; "+
+			"accept the loss with `maumeter offsets accept-loss --partition %d` (docs/OPERATIONS.md)", l.Partition, l.From, l.To, l.To-l.From, l.Partition))
+	}
+	return errors.Join(errs...)
 }
 
 // Run joins the group and counts until ctx is cancelled, then flushes, commits and leaves.
@@ -267,6 +340,13 @@ func (c *Counter) consume(ctx context.Context, gen *kafka.Generation, a kafka.Pa
 		return
 	}
 	log.Info("partition rebuilt", "devices", p.devices(), "months", len(p.months), "took", time.Since(start).Round(time.Millisecond), "offset", a.Offset)
+	offset, ok := c.startOffset(ctx, gen, p, a.Offset, log)
+	if !ok {
+		return
+	}
+	p.mu.Lock()
+	p.next = offset
+	p.mu.Unlock()
 
 	r := kafka.NewReader(kafka.ReaderConfig{
 		Brokers:       c.cfg.Kafka.Brokers,
@@ -279,10 +359,6 @@ func (c *Counter) consume(ctx context.Context, gen *kafka.Generation, a kafka.Pa
 		QueueCapacity: 10000,
 	})
 	defer r.Close()
-	offset := a.Offset
-	if offset < 0 {
-		offset = kafka.FirstOffset
-	}
 	if err := r.SetOffset(offset); err != nil {
 		log.Error("set offset", "offset", offset, "err", err)
 		return
@@ -330,13 +406,14 @@ func (c *Counter) consume(ctx context.Context, gen *kafka.Generation, a kafka.Pa
 				return
 			}
 			p.mu.Lock()
-			c.process(p, m)
+			gapTo := c.process(p, m)
 			// Apply what is already fetched under one lock.
-			for more := true; more && len(p.pending) < c.cfg.FlushRows; {
+			for more := gapTo < 0; more && len(p.pending) < c.cfg.FlushRows; {
 				select {
 				case m, ok := <-msgs:
 					if ok {
-						c.process(p, m)
+						gapTo = c.process(p, m)
+						more = gapTo < 0
 					} else {
 						more = false
 					}
@@ -345,7 +422,19 @@ func (c *Counter) consume(ctx context.Context, gen *kafka.Generation, a kafka.Pa
 				}
 			}
 			full := len(p.pending) >= c.cfg.FlushRows
+			from := p.next
 			p.mu.Unlock()
+			if gapTo >= 0 {
+				// kafka-go's reader skips to the log start when its offset was deleted: the
+				// records in between were never read. Store and commit what came before them,
+				// then stop the partition.
+				stopFetch()
+				if err := c.flush(ctx, p, gen, log, true); err != nil {
+					return
+				}
+				c.awaitAccepted(ctx, gen, p, from, gapTo, log)
+				return
+			}
 			if full {
 				if err := c.flush(ctx, p, gen, log, false); err != nil {
 					return
@@ -386,27 +475,114 @@ func (c *Counter) drain(p *partitionState, gen *kafka.Generation, log *slog.Logg
 	}
 }
 
-// process applies one message; p.mu must be held.
-func (c *Counter) process(p *partitionState, m kafka.Message) {
+// process applies one message; p.mu must be held. The events topic is neither compacted nor
+// transactional (bus.CheckEventsTopic), so its offsets are contiguous and kafka-go hands them
+// out in order, compressed batches included (TestReaderOffsetsContiguous): a message beyond the
+// next expected offset means the records in between were deleted. Such a message is not
+// applied; process returns its offset, the end of the gap (else -1).
+func (c *Counter) process(p *partitionState, m kafka.Message) (gapTo int64) {
+	if p.next >= 0 && m.Offset > p.next {
+		return m.Offset
+	}
 	c.m.events.Inc()
 	p.next, p.dirty = m.Offset+1, true
 	if !hasSchema(m) {
 		c.m.dropped.WithLabelValues("unknown_schema").Inc()
-		return
+		return -1
 	}
 	e, err := event.Decode(m.Value)
 	if err != nil {
 		c.m.dropped.WithLabelValues("undecodable").Inc()
 		c.log.Warn("undecodable event", "partition", m.Partition, "offset", m.Offset, "err", err)
-		return
+		return -1
 	}
 	t, ok := c.catalog.Tenant(e.TenantID)
 	if !ok {
 		c.m.dropped.WithLabelValues("unknown_tenant").Inc()
 		c.log.Warn("event of a tenant not in the catalogue", "tenant", e.TenantID, "partition", m.Partition, "offset", m.Offset)
-		return
+		return -1
 	}
 	p.apply(&e, t, m.Offset, c.isClosed)
+	return -1
+}
+
+// startOffset is where an assigned partition resumes: the group's committed offset, or the log
+// start when it has none. A committed offset below the log start means records were deleted
+// before the group read them: the partition stops until the loss is accepted (awaitAccepted)
+// and false is returned, so the generation restarts from the new commit.
+func (c *Counter) startOffset(ctx context.Context, gen *kafka.Generation, p *partitionState, committed int64, log *slog.Logger) (int64, bool) {
+	var first int64
+	if err := c.retry(ctx, log, "read the partition's log start", func() error {
+		offs, err := bus.FirstOffsets(ctx, c.cfg.Kafka, c.cfg.Topic)
+		if err != nil {
+			return err
+		}
+		f, ok := offs[int(p.id)]
+		if !ok {
+			return fmt.Errorf("partition %d missing from the log starts of %s", p.id, c.cfg.Topic)
+		}
+		first = f
+		return nil
+	}); err != nil {
+		return 0, false
+	}
+	switch {
+	case committed < 0:
+		return first, true
+	case committed < first:
+		c.awaitAccepted(ctx, gen, p, committed, first, log)
+		return 0, false
+	}
+	return committed, true
+}
+
+// awaitAccepted reports that [from, to) of the partition was deleted before it was read (the
+// metric, an error log, the counter's readiness) and holds the partition, consuming and
+// committing nothing, until an operator's acceptance covering from is in ClickHouse
+// (kafka_offset_losses, written by `maumeter offsets accept-loss`) or the generation ends. On
+// acceptance it commits the accepted range's end and returns, which ends the generation: the
+// partition resumes there (and stops again if more was deleted since).
+func (c *Counter) awaitAccepted(ctx context.Context, gen *kafka.Generation, p *partitionState, from, to int64, log *slog.Logger) {
+	label := fmt.Sprint(p.id)
+	c.mu.Lock()
+	c.lost[p.id] = Loss{Partition: p.id, From: from, To: to}
+	c.mu.Unlock()
+	c.m.lost.WithLabelValues(label).Set(float64(to - from))
+	defer func() {
+		c.mu.Lock()
+		delete(c.lost, p.id)
+		c.mu.Unlock()
+		c.m.lost.WithLabelValues(label).Set(0)
+	}()
+	log.Error("offsets lost: records were deleted (retention) before the counter read them; the partition is stopped until the loss is accepted",
+		"topic", c.cfg.Topic, "group", c.cfg.Group, "from", from, "to", to, "lost", to-from,
+		"accept", fmt.Sprintf("maumeter offsets accept-loss --partition %d", p.id))
+	tick := time.NewTicker(c.cfg.Close.CheckInterval)
+	defer tick.Stop()
+	for {
+		acc, err := c.store.AcceptedLoss(ctx, c.cfg.Topic, c.cfg.Group, p.id, from)
+		switch {
+		case err != nil:
+			if ctx.Err() == nil {
+				log.Warn("look up accepted offset losses", "err", err)
+			}
+		case acc != nil:
+			if err := gen.CommitOffsets(map[string]map[int]int64{c.cfg.Topic: {int(p.id): acc.To}}); err != nil {
+				c.m.commitErr.Inc()
+				log.Warn("commit after an accepted loss", "offset", acc.To, "err", err)
+				break
+			}
+			c.m.accepted.Add(float64(acc.To - from))
+			log.Warn("lost offsets accepted; the partition resumes", "from", from, "to", acc.To,
+				"accepted_by", acc.AcceptedBy, "accepted_at", acc.AcceptedAt, "reason", acc.Reason)
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
 }
 
 func hasSchema(m kafka.Message) bool {
@@ -616,8 +792,15 @@ func (c *Counter) MAUDetail(ctx context.Context, tenantID, month string) (uint64
 			return 0, api.MAUDetail{}, fmt.Errorf("merge sketches: %w", err)
 		}
 	}
+	source := "counter memory and partition rollups (exact sets summed over partitions)"
+	if c.straddles(tm) {
+		if total, err = c.store.MAU(ctx, tenantID, month); err != nil {
+			return 0, api.MAUDetail{}, err
+		}
+		source = "clickhouse mau_devices (uniqExact): the month was open when the events' partitioner changed, so a device may be in two partitions' sets"
+	}
 	return total, api.MAUDetail{
-		Source:      "counter memory and partition rollups (exact sets summed over partitions)",
+		Source:      source,
 		HLLEstimate: merged.Estimate(), HLLRelativeError: merged.RelativeError(), ByApp: merged.Apps(),
 	}, nil
 }

@@ -7,6 +7,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/segmentio/kafka-go"
+
+	"github.com/maumeter/maumeter/pipeline/chstore"
 	"github.com/maumeter/maumeter/pkg/event"
 	"github.com/maumeter/maumeter/pkg/tenant"
 )
@@ -115,4 +119,31 @@ func applyAll(cat *tenant.Catalog, stream []event.Event, closed func(tenantMonth
 		p.apply(&stream[i], tn, int64(i), closed)
 	}
 	return p
+}
+
+// TestProcessStopsAtAGap: a message beyond the next expected offset (kafka-go's reader skipped
+// deleted records) is not applied and returns the end of the gap; a contiguous one is applied.
+func TestProcessStopsAtAGap(t *testing.T) {
+	cat, err := tenant.Parse("t.yaml", []byte("tenants:\n  - {id: acme, plan: pro, purchased: 2026-01-01, apps: [acme-app]}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &Counter{catalog: cat, m: metrics{events: prometheus.NewCounter(prometheus.CounterOpts{Name: "e"})}}
+	c.closed.Store(&map[tenantMonth]*chstore.Rollup{})
+	p := newPartitionState(0)
+	p.next = 10
+	e := event.Event{TenantID: "acme", AppID: "acme-app", GUID: "g", Type: event.Open, MiniProgramID: "mp", TS: time.Date(2026, 10, 1, 0, 0, 0, 0, time.UTC)}
+	v, err := e.AppendBinary(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := func(off int64) kafka.Message {
+		return kafka.Message{Offset: off, Value: v, Headers: []kafka.Header{{Key: event.SchemaHeader, Value: []byte(event.SchemaV1)}}}
+	}
+	if gap := c.process(p, msg(10)); gap != -1 || p.next != 11 || p.devices() != 1 {
+		t.Fatalf("offset 10 after 10: gap %d, next %d, devices %d; want -1, 11, 1", gap, p.next, p.devices())
+	}
+	if gap := c.process(p, msg(15)); gap != 15 || p.next != 11 {
+		t.Fatalf("offset 15 after 11: gap %d, next %d; want 15 (lost [11, 15)), next still 11", gap, p.next)
+	}
 }
