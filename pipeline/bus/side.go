@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -195,6 +196,57 @@ func commitOffsets(ctx context.Context, c *kafka.Client, group, topic string, pa
 			if p.Error != nil {
 				return fmt.Errorf("commit %s/%d for %s: %w", topic, p.Partition, group, p.Error)
 			}
+		}
+	}
+	return nil
+}
+
+// ReadRange reads partition p of topic from offset from up to end (exclusive), calling fn on
+// each record until fn says stop or returns an error. A range that cannot be read to its end
+// within a minute plus a millisecond a record (records removed under it) ends with an error.
+func ReadRange(ctx context.Context, brokers []string, topic string, p int, from, end int64, fn func(kafka.Message) (stop bool, err error)) error {
+	if from >= end {
+		return nil
+	}
+	r := kafka.NewReader(kafka.ReaderConfig{Brokers: brokers, Topic: topic, Partition: p, MinBytes: 1, MaxBytes: 16 << 20, MaxWait: 200 * time.Millisecond})
+	defer r.Close()
+	if err := r.SetOffset(from); err != nil {
+		return fmt.Errorf("read %s/%d from %d: %w", topic, p, from, err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Minute+time.Duration(end-from)*time.Millisecond)
+	defer cancel()
+	for {
+		m, err := r.FetchMessage(ctx)
+		if err != nil {
+			return fmt.Errorf("read %s/%d from %d: %w", topic, p, from, err)
+		}
+		stop, err := fn(m)
+		if err != nil || stop || m.Offset+1 >= end {
+			return err
+		}
+	}
+}
+
+// ReadAll reads every record kept on topic, partition by partition, up to the end each had
+// when the call began, calling fn on each until it returns an error.
+func ReadAll(ctx context.Context, brokers []string, topic string, fn func(kafka.Message) error) error {
+	first, err := FirstOffsets(ctx, brokers, topic)
+	if err != nil {
+		return err
+	}
+	end, err := EndOffsets(ctx, brokers, topic)
+	if err != nil {
+		return err
+	}
+	parts := make([]int, 0, len(end))
+	for p := range end {
+		parts = append(parts, p)
+	}
+	slices.Sort(parts)
+	for _, p := range parts {
+		err := ReadRange(ctx, brokers, topic, p, first[p], end[p], func(m kafka.Message) (bool, error) { return false, fn(m) })
+		if err != nil {
+			return err
 		}
 	}
 	return nil

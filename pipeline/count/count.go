@@ -120,10 +120,10 @@ type Counter struct {
 	wake       chan struct{}                  // a catalogue changed: the parked replayer runs a pass
 	sideW      *bus.RecordWriter              // parked and DLQ records
 	store      *chstore.Store
-	closer  *Closer
-	now     func() time.Time
-	log     *slog.Logger
-	m       metrics
+	closer     *Closer
+	now        func() time.Time
+	log        *slog.Logger
+	m          metrics
 
 	lastProgress atomic.Int64 // unix nanos of the last successful flush or idle tick
 
@@ -133,21 +133,21 @@ type Counter struct {
 }
 
 type metrics struct {
-	events     prometheus.Counter
-	devices    prometheus.Counter
-	lateNew    prometheus.Counter
+	events        prometheus.Counter
+	devices       prometheus.Counter
+	lateNew       prometheus.Counter
 	parked        *prometheus.CounterVec
 	dead          *prometheus.CounterVec
 	reloads       *prometheus.CounterVec
 	parkedWaiting prometheus.Gauge
 	replayed      prometheus.Counter
 	parkedLost    prometheus.Counter
-	flushes    prometheus.Histogram
-	retries    prometheus.Counter
-	rebuilt    prometheus.Counter
-	assigned   prometheus.Gauge
-	commitErr  prometheus.Counter
-	openMonths prometheus.Gauge
+	flushes       prometheus.Histogram
+	retries       prometheus.Counter
+	rebuilt       prometheus.Counter
+	assigned      prometheus.Gauge
+	commitErr     prometheus.Counter
+	openMonths    prometheus.Gauge
 }
 
 // New returns a counter. now is its clock (month close and grace are measured on it); reg

@@ -260,7 +260,7 @@ func (c *Counter) parkedPass(ctx context.Context, log *slog.Logger, prod *bus.Pr
 		}
 		movable := false
 		if scanFrom < end[p] {
-			err := readRange(ctx, brokers, topic, p, scanFrom, end[p], func(m kafka.Message) (bool, error) {
+			err := bus.ReadRange(ctx, brokers, topic, p, scanFrom, end[p], func(m kafka.Message) (bool, error) {
 				movable = classify(m, c.catalog.Load()).fate != fatePark
 				return movable, nil
 			})
@@ -313,7 +313,7 @@ func (c *Counter) moveParked(ctx context.Context, log *slog.Logger, prod *bus.Pr
 		return nil
 	}
 	cat := c.catalog.Load()
-	err := readRange(ctx, c.cfg.Brokers, c.cfg.ParkedTopic, p, from, end, func(m kafka.Message) (bool, error) {
+	err := bus.ReadRange(ctx, c.cfg.Brokers, c.cfg.ParkedTopic, p, from, end, func(m kafka.Message) (bool, error) {
 		switch v := classify(m, cat); v.fate {
 		case fateCount:
 			replay = append(replay, kafka.Message{Key: m.Key, Value: m.Value, Headers: bus.OwnHeaders(m.Headers)})
@@ -339,29 +339,6 @@ func (c *Counter) moveParked(ctx context.Context, log *slog.Logger, prod *bus.Pr
 	}
 	log.Info("parked events moved", "partition", p, "from", from, "to", next, "still_parked", reparked)
 	return reparked, nil
-}
-
-// readRange reads partition p of topic from offset from up to end (exclusive), calling fn on
-// each record until fn says stop or returns an error.
-func readRange(ctx context.Context, brokers []string, topic string, p int, from, end int64, fn func(kafka.Message) (stop bool, err error)) error {
-	r := kafka.NewReader(kafka.ReaderConfig{Brokers: brokers, Topic: topic, Partition: p, MinBytes: 1, MaxBytes: 16 << 20, MaxWait: 200 * time.Millisecond})
-	defer r.Close()
-	if err := r.SetOffset(from); err != nil {
-		return fmt.Errorf("read %s/%d from %d: %w", topic, p, from, err)
-	}
-	// Bound a read that cannot reach end (a record removed under it): the next pass retries.
-	ctx, cancel := context.WithTimeout(ctx, time.Minute+time.Duration(end-from)*time.Millisecond)
-	defer cancel()
-	for {
-		m, err := r.FetchMessage(ctx)
-		if err != nil {
-			return fmt.Errorf("read %s/%d at %d: %w", topic, p, from, err)
-		}
-		stop, err := fn(m)
-		if err != nil || stop || m.Offset+1 >= end {
-			return err
-		}
-	}
 }
 
 func parkedMetrics() (parked, dead, reloads *prometheus.CounterVec, waiting prometheus.Gauge, replayed, lost prometheus.Counter) {
