@@ -75,3 +75,21 @@ func isRetriable(err error) bool {
 	var ke kafka.Error
 	return errors.As(err, &ke) && ke.Temporary()
 }
+
+// AppendRecords writes records as they are (key, value, headers) to one partition of topic and
+// returns the offset of the first: records no gateway would write, for the DLQ tests.
+func AppendRecords(ctx context.Context, brokers []string, topic string, partition int, recs ...kafka.Record) (int64, error) {
+	// A transport of its own: the shared default one may hold metadata older than the topic.
+	tr := &kafka.Transport{}
+	defer tr.CloseIdleConnections()
+	c := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second, Transport: tr}
+	resp, err := c.Produce(ctx, &kafka.ProduceRequest{Topic: topic, Partition: partition, RequiredAcks: kafka.RequireAll,
+		Records: kafka.NewRecordReader(recs...)})
+	if err != nil {
+		return 0, fmt.Errorf("append to %s/%d: %w", topic, partition, err)
+	}
+	if resp.Error != nil {
+		return 0, fmt.Errorf("append to %s/%d: %w", topic, partition, resp.Error)
+	}
+	return resp.BaseOffset, nil
+}
