@@ -117,7 +117,7 @@ func TestParkedUntilTheCounterKnowsTheTenant(t *testing.T) {
 	sent := map[string]int{}
 	for _, tn := range []struct {
 		id, app, zone, key string
-		devices           int
+		devices            int
 	}{{"t-shanghai", "sh-super", "Asia/Shanghai", shKey, 150}, {"t-late", "late-app", "Europe/Paris", lateKey, 400}} {
 		loc, _ := time.LoadLocation(tn.zone)
 		var batch []line
