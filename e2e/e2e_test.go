@@ -314,6 +314,8 @@ func startPipeline(t *testing.T, name string) *pipeline {
 		"MAUMETER_CLICKHOUSE_DATABASE=" + p.database,
 		"MAUMETER_EVENTS_TOPIC=" + p.topic,
 		"MAUMETER_CAPS_TOPIC=e2e.caps." + id,
+		"MAUMETER_PARKED_TOPIC=e2e.parked." + id,
+		"MAUMETER_DLQ_TOPIC=e2e.dlq." + id,
 		"MAUMETER_COUNT_GROUP=" + p.group,
 		"MAUMETER_ROLLUPS_TOPIC=e2e.rollups." + id,
 		"MAUMETER_RATE_GROUP=e2e-rate-" + id,

@@ -10,6 +10,7 @@
 //   - how a request is validated/answered  pipeline/ingest
 //   - how devices are counted, crash safety pipeline/count (and docs/ARCHITECTURE.md, "Counting")
 //   - month close, rollups, restatements   pipeline/count (closer.go)
+//   - parked events, the DLQ, catalogue reload pipeline/count (park.go), cmd/maumeter (dlq.go)
 //   - POC caps (publisher, gateway state)  pipeline/caps (and docs/ARCHITECTURE.md, "POC caps")
 //   - pricing a month, invoices, evidence  pkg/plan, pipeline/rate
 //   - adjustments, billing order, bills    pipeline/rate (invoice.go Adjust, bill.go), pipeline/chstore (billing.go)

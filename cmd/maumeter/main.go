@@ -42,6 +42,7 @@ var commands = []command{
 	{"rate", "rate closed months into invoices (rollups topic to ClickHouse), or print a month's invoices", runRate},
 	{"audit", "export the devices billed on a tenant-month's invoice as CSV", runAudit},
 	{"keys", "make, list and check ingest keys (kept hashed in the tenant catalogue)", runKeys},
+	{"dlq", "list the records the counter could not decode (DLQ topic) and replay them after a fix", runDLQ},
 	{"mau", "print the exact MAU of every tenant-month from ClickHouse", runMAU},
 	{"healthcheck", "exit 0 when an HTTP health endpoint answers 200 (for container health checks)", runHealthcheck},
 	{"version", "print the version, the Go version and the source revision of this binary", runVersion},

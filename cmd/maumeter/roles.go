@@ -32,46 +32,50 @@ import (
 
 // options are the flags shared by the roles. Each is also read from MAUMETER_<FLAG>.
 type options struct {
-	now            func() time.Time // the process clock: every calendar decision (internal/clock)
-	logLevel       string
-	tenants        string
-	plans          string
-	kafkaBrokers   string
-	topic          string
-	partitions     int
-	replication    int
-	minInSync int
-	retention time.Duration // of the events topic when created; 0: minRetention
+	now                 func() time.Time // the process clock: every calendar decision (internal/clock)
+	logLevel            string
+	tenants             string
+	plans               string
+	kafkaBrokers        string
+	topic               string
+	partitions          int
+	replication         int
+	minInSync           int
+	retention           time.Duration // of the events topic when created; 0: minRetention
 	allowShortRetention bool
-	group          string
-	chAddr         string
-	chDatabase     string
-	chUser         string
-	chPasswordFile string       // the password: this file, or MAUMETER_CLICKHOUSE_PASSWORD
-	chTLS          bool         // native protocol over TLS (implied by a TLS file)
-	chTLSFiles     secure.Files // CA, client certificate and key of the ClickHouse connection
-	kafka          kafkaSecurity
-	tlsCertFile    string // the HTTP listener's certificate and key: HTTPS when set
-	tlsKeyFile     string
-	httpAddr       string
-	maxEventAge    time.Duration
-	maxEventFuture time.Duration
-	tenantRate     float64
-	tenantBurst    int
-	maxInFlight    int
-	keysReload     time.Duration
-	http           api.Timeouts
-	flushInterval  time.Duration
-	checkpoint     time.Duration
-	sessionTimeout time.Duration
-	rollupsTopic   string
-	closeGrace     time.Duration
-	closeInterval  time.Duration
-	closeWindow    time.Duration
-	capsTopic      string
-	capInterval    time.Duration
-	migrate        bool
-	rateGroup      string
+	group               string
+	chAddr              string
+	chDatabase          string
+	chUser              string
+	chPasswordFile      string       // the password: this file, or MAUMETER_CLICKHOUSE_PASSWORD
+	chTLS               bool         // native protocol over TLS (implied by a TLS file)
+	chTLSFiles          secure.Files // CA, client certificate and key of the ClickHouse connection
+	kafka               kafkaSecurity
+	tlsCertFile         string // the HTTP listener's certificate and key: HTTPS when set
+	tlsKeyFile          string
+	httpAddr            string
+	maxEventAge         time.Duration
+	maxEventFuture      time.Duration
+	tenantRate          float64
+	tenantBurst         int
+	maxInFlight         int
+	keysReload          time.Duration
+	http                api.Timeouts
+	flushInterval       time.Duration
+	checkpoint          time.Duration
+	sessionTimeout      time.Duration
+	rollupsTopic        string
+	closeGrace          time.Duration
+	closeInterval       time.Duration
+	closeWindow         time.Duration
+	capsTopic           string
+	capInterval         time.Duration
+	migrate             bool
+	rateGroup           string
+	parkedTopic         string
+	dlqTopic            string
+	parkedInterval      time.Duration
+	catalogReload       time.Duration
 }
 
 // kafkaSecurity: how to reach the brokers beyond their addresses (TLS, SASL).
@@ -217,6 +221,16 @@ func (o *options) countFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&o.checkpoint, "checkpoint-interval", 10*time.Second, "how often partition rollups (sketches) are stored and offsets committed: the most a crash replays")
 	fs.DurationVar(&o.sessionTimeout, "session-timeout", 10*time.Second, "consumer-group session timeout: how soon a dead counter's partitions move")
 	fs.DurationVar(&o.capInterval, "cap-interval", time.Second, "how often the counter that owns partition 0 publishes the POC tenant-months' counted devices to the caps topic")
+	fs.DurationVar(&o.parkedInterval, "parked-interval", 10*time.Second, "how often the counter that owns partition 0 looks for parked events it can replay (also at once after a catalogue reload)")
+	fs.DurationVar(&o.catalogReload, "catalog-reload", 10*time.Second, "how often the counter reloads its tenant catalogue when the file changed (0: never); events of tenants it learns are replayed from the parked topic")
+	o.sideTopicFlags(fs)
+}
+
+// sideTopicFlags: the topics of the events the counter cannot place yet (parked) or cannot
+// decode (DLQ).
+func (o *options) sideTopicFlags(fs *flag.FlagSet) {
+	fs.StringVar(&o.parkedTopic, "parked-topic", bus.ParkedTopic, "Kafka topic of parked events (tenant or app unknown to the counter's catalogue yet)")
+	fs.StringVar(&o.dlqTopic, "dlq-topic", bus.DLQTopic, "Kafka topic of records the counter cannot decode (dead-letter queue)")
 }
 
 // closerFlags: what a month close needs, in the counter and in the commands that close
@@ -455,6 +469,7 @@ func build(ctx context.Context, o *options, parts roleParts, stderr io.Writer) (
 			FlushInterval: o.flushInterval, CheckpointInterval: o.checkpoint,
 			SessionTimeout: o.sessionTimeout, RebalanceTimeout: o.sessionTimeout,
 			Close: o.closeConfig(), LeaderTasks: []func(context.Context){pub.Run},
+			ParkedTopic: o.parkedTopic, DLQTopic: o.dlqTopic, ParkedInterval: o.parkedInterval,
 		}, s.catalog, s.store, o.now, log, s.reg)
 		if err != nil {
 			return nil, err
@@ -515,6 +530,22 @@ func setupInfra(ctx context.Context, o *options, kafka *bus.Net, store *chstore.
 				return err
 			}
 		}
+		// Parked and dead-letter records are acknowledged events waiting for an operator or a
+		// catalogue: kept until removed (retention.ms -1), one partition each (ordering does not
+		// matter to sets; the volume is what the counter could not place).
+		if o.parkedTopic == "" {
+			o.parkedTopic = bus.ParkedTopic
+		}
+		if o.dlqTopic == "" {
+			o.dlqTopic = bus.DLQTopic
+		}
+		for _, name := range []string{o.parkedTopic, o.dlqTopic} {
+			t := bus.Topic{Name: name, Partitions: 1, ReplicationFactor: rf,
+				Configs: map[string]string{"retention.ms": "-1", "min.insync.replicas": strconv.Itoa(isr)}}
+			if err := bus.EnsureTopic(tctx, kafka, t, log); err != nil {
+				return err
+			}
+		}
 	}
 	return nil
 }
@@ -543,6 +574,7 @@ func (s *stack) handler(o *options) (http.Handler, error) {
 	}
 	if s.counter != nil {
 		cfg.MAU = s.counter
+		cfg.Tenants = s.counter.Catalog
 	} else if s.store != nil {
 		cfg.MAU = s.store
 		cfg.Ready = append(cfg.Ready, api.Check{Name: "clickhouse", Fn: s.store.Ping})
@@ -576,6 +608,19 @@ func (s *stack) handler(o *options) (http.Handler, error) {
 			}
 			return nil
 		}}, api.Check{Name: "offsets", Fn: func(context.Context) error { return counter.LossError() }})
+		// Parked events are reported, not a reason to take the counter out of service: it
+		// counts everything else, and a restart would not teach it the missing tenants (the
+		// catalogue does). Alert on maumeter_count_parked_waiting instead (docs/OPERATIONS.md).
+		cfg.Ready = append(cfg.Ready, api.Check{Name: "parked", ReportOnly: true, Fn: func(ctx context.Context) error {
+			n, err := counter.ParkedWaiting(ctx)
+			if err != nil {
+				return fmt.Errorf("parked events: %w", err)
+			}
+			if n > 0 {
+				return fmt.Errorf("%d parked events wait for their tenant or app in the counter's catalogue (topic %s)", n, o.parkedTopic)
+			}
+			return nil
+		}})
 	}
 	return api.New(cfg), nil
 }
@@ -645,6 +690,9 @@ func runRoles(ctx context.Context, o *options, s *stack, ready chan<- string) er
 	}
 	if s.auth != nil && s.readKeys == nil && o.keysReload > 0 {
 		go s.auth.WatchKeys(ctx, o.tenants, o.keysReload, plans)
+	}
+	if s.counter != nil && o.catalogReload > 0 {
+		go s.counter.WatchCatalog(ctx, o.tenants, o.catalogReload, s.plans.CheckTenants, plans)
 	}
 	if s.caps != nil {
 		runners = append(runners, func(ctx context.Context) error { s.caps.Run(ctx); return nil }) // returns when ctx ends
@@ -753,6 +801,7 @@ func runMigrate(ctx context.Context, now func() time.Time, args []string, stdout
 	o.closeTimeFlags(fs)
 	o.retentionFlags(fs)
 	o.capsFlags(fs)
+	o.sideTopicFlags(fs)
 	o.plansFlags(fs)
 	if err := parseFlags(fs, args, stderr); err != nil {
 		return err

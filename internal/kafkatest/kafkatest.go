@@ -30,7 +30,10 @@ func Append(ctx context.Context, brokers []string, topic string, partition, n in
 // the first: what a producer's retry writes again when the broker stored a batch whose
 // acknowledgement was lost, or what a producer with another partitioner writes.
 func AppendRecords(ctx context.Context, brokers []string, topic string, partition int, recs []kafka.Record) (int64, error) {
-	c := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second}
+	// A transport of its own: the shared default one may hold metadata older than the topic.
+	tr := &kafka.Transport{}
+	defer tr.CloseIdleConnections()
+	c := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second, Transport: tr}
 	resp, err := c.Produce(ctx, &kafka.ProduceRequest{Topic: topic, Partition: partition, RequiredAcks: kafka.RequireAll,
 		Records: kafka.NewRecordReader(recs...)})
 	if err != nil {

@@ -34,15 +34,21 @@ type UsageReader interface {
 	AppUsage(ctx context.Context, tm chstore.TenantMonth, from, to time.Time) (chstore.AppUsage, error)
 }
 
-// Check is one readiness check; a non-nil error makes /readyz fail with its message.
+// Check is one readiness check; a non-nil error makes /readyz fail with its message, unless
+// the check only reports (ReportOnly): then /readyz lists its message under "reported" and
+// stays ready.
 type Check struct {
-	Name string
-	Fn   func(ctx context.Context) error
+	Name       string
+	Fn         func(ctx context.Context) error
+	ReportOnly bool
 }
 
 // Config says what to mount.
 type Config struct {
 	Catalog *tenant.Catalog
+	// Tenants, when set, gives the catalogue in force at each request instead of Catalog (the
+	// counter reloads its catalogue).
+	Tenants func() *tenant.Catalog
 	Ingest  http.Handler // POST /v1/events; nil when this role does not ingest
 	MAU     MAUReader    // GET /v1/tenants/{tenant}/mau; nil when not served
 	// Plans and Usage add the plan, quota, amount to date and projection to the MAU read
@@ -152,7 +158,7 @@ func (cfg Config) mau(w http.ResponseWriter, r *http.Request) {
 	if !cfg.Auth.authorize(w, r, id) {
 		return
 	}
-	t, ok := cfg.Catalog.Tenant(id)
+	t, ok := cfg.catalog().Tenant(id)
 	if !ok {
 		writeError(w, http.StatusNotFound, "tenant "+id+" is not in the catalogue")
 		return
@@ -252,7 +258,7 @@ func (cfg Config) invoices(w http.ResponseWriter, r *http.Request) {
 	if !cfg.Auth.authorize(w, r, id) {
 		return
 	}
-	if _, ok := cfg.Catalog.Tenant(id); !ok {
+	if _, ok := cfg.catalog().Tenant(id); !ok {
 		writeError(w, http.StatusNotFound, "tenant "+id+" is not in the catalogue")
 		return
 	}
@@ -275,20 +281,36 @@ func (cfg Config) invoices(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, InvoicesResponse{TenantID: id, Statements: sts})
 }
 
+func (cfg Config) catalog() *tenant.Catalog {
+	if cfg.Tenants != nil {
+		return cfg.Tenants()
+	}
+	return cfg.Catalog
+}
+
 func (cfg Config) ready(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
 	defer cancel()
-	failed := map[string]string{}
+	failed, reported := map[string]string{}, map[string]string{}
 	for _, c := range cfg.Ready {
 		if err := c.Fn(ctx); err != nil {
-			failed[c.Name] = err.Error()
+			if c.ReportOnly {
+				reported[c.Name] = err.Error()
+			} else {
+				failed[c.Name] = err.Error()
+			}
 		}
 	}
+	body := map[string]any{"status": "ready"}
+	if len(reported) > 0 {
+		body["reported"] = reported
+	}
 	if len(failed) > 0 {
-		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "not ready", "failed": failed})
+		body["status"], body["failed"] = "not ready", failed
+		writeJSON(w, http.StatusServiceUnavailable, body)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	writeJSON(w, http.StatusOK, body)
 }
 
 func writeError(w http.ResponseWriter, status int, msg string) {

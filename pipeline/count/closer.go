@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -77,7 +78,7 @@ type Closer struct {
 	kafka   *bus.Net // brokers, TLS, SASL
 	topic   string
 	group   string
-	catalog *tenant.Catalog
+	catalog atomic.Pointer[tenant.Catalog] // the counter's SetCatalog swaps it
 	store   *chstore.Store
 	now     func() time.Time
 	log     *slog.Logger
@@ -98,13 +99,14 @@ func NewCloser(cfg CloseConfig, kafkaNet *bus.Net, topic, group string, catalog 
 		return nil, err
 	}
 	c := &Closer{
-		cfg: cfg, kafka: kafkaNet, topic: topic, group: group, catalog: catalog, store: store, now: now,
+		cfg: cfg, kafka: kafkaNet, topic: topic, group: group, store: store, now: now,
 		log: log.With("component", "closer"), watermarks: map[tenantMonth]chstore.Watermark{},
 		rollups:       prometheus.NewCounterVec(prometheus.CounterOpts{Name: "maumeter_close_rollups_total", Help: "Monthly rollups written, by kind (close, restatement)."}, []string{"kind"}),
 		disagreements: prometheus.NewCounter(prometheus.CounterOpts{Name: "maumeter_close_hll_disagreements_total", Help: "Rollups whose HLL estimate is off the exact MAU by more than 3 standard errors."}),
 		mismatches:    prometheus.NewCounter(prometheus.CounterOpts{Name: "maumeter_close_memory_mismatches_total", Help: "Closes whose in-memory sum differs from the exact MAU in ClickHouse."}),
 		lost:          prometheus.NewCounter(prometheus.CounterOpts{Name: "maumeter_close_versions_lost_total", Help: "Rollup versions another close wrote first (the loser re-reads and restates if devices are missing)."}),
 	}
+	c.catalog.Store(catalog)
 	for _, col := range []prometheus.Collector{c.rollups, c.disagreements, c.mismatches, c.lost} {
 		if err := reg.Register(col); err != nil {
 			return nil, fmt.Errorf("close metrics: %w", err)
@@ -173,7 +175,7 @@ func (c *Closer) check(ctx context.Context, pub *bus.JSONPublisher) error {
 	}
 	var errs []error
 	for tm, frontier := range months {
-		t, ok := c.catalog.Tenant(tm.TenantID)
+		t, ok := c.catalog.Load().Tenant(tm.TenantID)
 		if !ok {
 			continue
 		}
@@ -207,7 +209,7 @@ func (c *Closer) check(ctx context.Context, pub *bus.JSONPublisher) error {
 // caller's decision. When another close wins the version it was writing, it reads the winner's
 // version and restates it if devices are still missing from it.
 func (c *Closer) Close(ctx context.Context, tm tenantMonth) (*chstore.Rollup, error) {
-	t, ok := c.catalog.Tenant(tm.TenantID)
+	t, ok := c.catalog.Load().Tenant(tm.TenantID)
 	if !ok {
 		return nil, fmt.Errorf("close %s %s: tenant not in the catalogue", tm.TenantID, tm.Month)
 	}

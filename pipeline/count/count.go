@@ -54,6 +54,15 @@ type Config struct {
 	SessionTimeout     time.Duration // consumer-group session timeout (default 10s)
 	RebalanceTimeout   time.Duration // default 10s
 	Close              CloseConfig
+	// ParkedTopic and DLQTopic receive the events the counter cannot place yet and the records
+	// it cannot decode (park.go); defaults bus.ParkedTopic and bus.DLQTopic.
+	ParkedTopic string
+	DLQTopic    string
+	// ParkedGroup keeps the parked replayer's position on ParkedTopic (default Group+"-parked");
+	// ParkedInterval is how often it looks for parked events it can replay (default 10s; also
+	// at once after every catalogue change).
+	ParkedGroup    string
+	ParkedInterval time.Duration
 	// LeaderTasks run, like the month closer, in the one counter that owns partition 0, from
 	// its assignment until the generation ends (when they must return: kafka-go ends a
 	// generation as soon as one of its functions returns). The POC cap publisher is one.
@@ -86,19 +95,37 @@ func (c *Config) Validate() error {
 	if c.RebalanceTimeout <= 0 {
 		c.RebalanceTimeout = 10 * time.Second
 	}
+	if c.ParkedTopic == "" {
+		c.ParkedTopic = bus.ParkedTopic
+	}
+	if c.DLQTopic == "" {
+		c.DLQTopic = bus.DLQTopic
+	}
+	if c.ParkedGroup == "" {
+		c.ParkedGroup = c.Group + "-parked"
+	}
+	if c.ParkedInterval <= 0 {
+		c.ParkedInterval = 10 * time.Second
+	}
+	if c.ParkedTopic == c.Topic || c.DLQTopic == c.Topic || c.ParkedTopic == c.DLQTopic {
+		return fmt.Errorf("%w: the events, parked and DLQ topics must differ (%s, %s, %s)", ErrConfig, c.Topic, c.ParkedTopic, c.DLQTopic)
+	}
 	return c.Close.validate()
 }
 
-// Counter consumes the events topic as a member of a consumer group. Run it once; MAU may be
-// called concurrently with Run.
+// Counter consumes the events topic as a member of a consumer group. Run it once; MAU,
+// SetCatalog and WatchCatalog may be called concurrently with Run.
 type Counter struct {
-	cfg     Config
-	catalog *tenant.Catalog
-	store   *chstore.Store
-	closer  *Closer
-	now     func() time.Time
-	log     *slog.Logger
-	m       metrics
+	cfg        Config
+	catalog    atomic.Pointer[tenant.Catalog] // swapped by SetCatalog; read on the hot path
+	catalogGen atomic.Uint64                  // SetCatalog calls
+	wake       chan struct{}                  // a catalogue changed: the parked replayer runs a pass
+	sideW      *bus.RecordWriter              // parked and DLQ records
+	store      *chstore.Store
+	closer     *Closer
+	now        func() time.Time
+	log        *slog.Logger
+	m          metrics
 
 	lastProgress atomic.Int64 // unix nanos of the last successful flush or idle tick
 
@@ -124,18 +151,23 @@ type Loss struct {
 const PartitionerRollout = 7 * 24 * time.Hour
 
 type metrics struct {
-	events     prometheus.Counter
-	devices    prometheus.Counter
-	lateNew    prometheus.Counter
-	dropped    *prometheus.CounterVec
-	flushes    prometheus.Histogram
-	retries    prometheus.Counter
-	rebuilt    prometheus.Counter
-	assigned   prometheus.Gauge
-	commitErr  prometheus.Counter
-	openMonths prometheus.Gauge
-	lost       *prometheus.GaugeVec
-	accepted   prometheus.Counter
+	events        prometheus.Counter
+	devices       prometheus.Counter
+	lateNew       prometheus.Counter
+	parked        *prometheus.CounterVec
+	dead          *prometheus.CounterVec
+	reloads       *prometheus.CounterVec
+	parkedWaiting prometheus.Gauge
+	replayed      prometheus.Counter
+	parkedLost    prometheus.Counter
+	flushes       prometheus.Histogram
+	retries       prometheus.Counter
+	rebuilt       prometheus.Counter
+	assigned      prometheus.Gauge
+	commitErr     prometheus.Counter
+	openMonths    prometheus.Gauge
+	lost          *prometheus.GaugeVec
+	accepted      prometheus.Counter
 }
 
 // New returns a counter. now is its clock (month close and grace are measured on it); reg
@@ -148,7 +180,6 @@ func New(cfg Config, catalog *tenant.Catalog, store *chstore.Store, now func() t
 		events:     prometheus.NewCounter(prometheus.CounterOpts{Name: "maumeter_count_events_total", Help: "Events consumed by the counter."}),
 		devices:    prometheus.NewCounter(prometheus.CounterOpts{Name: "maumeter_count_new_devices_total", Help: "Devices first seen in their tenant-month and written to mau_devices."}),
 		lateNew:    prometheus.NewCounter(prometheus.CounterOpts{Name: "maumeter_count_late_devices_total", Help: "Devices first seen in a tenant-month that had already closed (they cause a restatement)."}),
-		dropped:    prometheus.NewCounterVec(prometheus.CounterOpts{Name: "maumeter_count_dropped_total", Help: "Messages the counter could not count, by reason."}, []string{"reason"}),
 		flushes:    prometheus.NewHistogram(prometheus.HistogramOpts{Name: "maumeter_count_flush_seconds", Help: "Time to store devices and partition rollups and commit offsets.", Buckets: prometheus.ExponentialBuckets(0.001, 4, 8)}),
 		retries:    prometheus.NewCounter(prometheus.CounterOpts{Name: "maumeter_count_store_retries_total", Help: "ClickHouse writes retried."}),
 		rebuilt:    prometheus.NewCounter(prometheus.CounterOpts{Name: "maumeter_count_rebuilt_devices_total", Help: "Device keys loaded from mau_devices on partition assignment."}),
@@ -160,17 +191,21 @@ func New(cfg Config, catalog *tenant.Catalog, store *chstore.Store, now func() t
 		accepted: prometheus.NewCounter(prometheus.CounterOpts{Name: "maumeter_count_accepted_lost_offsets_total",
 			Help: "Lost offsets an operator accepted (maumeter offsets accept-loss), after which their partition resumed."}),
 	}
-	for _, col := range []prometheus.Collector{m.events, m.devices, m.lateNew, m.dropped, m.flushes, m.retries, m.rebuilt, m.assigned, m.commitErr, m.openMonths, m.lost, m.accepted} {
+	m.parked, m.dead, m.reloads, m.parkedWaiting, m.replayed, m.parkedLost = parkedMetrics()
+	for _, col := range []prometheus.Collector{m.events, m.devices, m.lateNew, m.flushes, m.retries, m.rebuilt, m.assigned, m.commitErr, m.openMonths,
+		m.parked, m.dead, m.reloads, m.parkedWaiting, m.replayed, m.parkedLost, m.lost, m.accepted} {
 		if err := reg.Register(col); err != nil {
 			return nil, fmt.Errorf("count metrics: %w", err)
 		}
 	}
-	c := &Counter{cfg: cfg, catalog: catalog, store: store, now: now, log: log, m: m, owned: map[int32]*partitionState{}, lost: map[int32]Loss{}}
+	c := &Counter{cfg: cfg, store: store, now: now, log: log, m: m, owned: map[int32]*partitionState{}, wake: make(chan struct{}, 1), lost: map[int32]Loss{}}
+	c.catalog.Store(catalog)
 	closer, err := NewCloser(cfg.Close, cfg.Kafka, cfg.Topic, cfg.Group, catalog, store, now, log, reg)
 	if err != nil {
 		return nil, err
 	}
 	c.closer = closer
+	c.sideW = bus.NewRecordWriter(cfg.Kafka)
 	c.closed.Store(&map[tenantMonth]*chstore.Rollup{})
 	c.lastProgress.Store(time.Now().UnixNano())
 	return c, nil
@@ -211,7 +246,7 @@ func (c *Counter) straddles(tm tenantMonth) bool {
 	if sw == 0 {
 		return false
 	}
-	t, ok := c.catalog.Tenant(tm.TenantID)
+	t, ok := c.catalog.Load().Tenant(tm.TenantID)
 	m, err := calendar.ParseMonth(tm.Month)
 	if !ok || err != nil {
 		return true
@@ -263,6 +298,7 @@ func (c *Counter) Run(ctx context.Context) error {
 		return fmt.Errorf("join group %s: %w", c.cfg.Group, err)
 	}
 	defer group.Close()
+	defer c.sideW.Close()
 	go c.refreshLoop(ctx)
 	for {
 		gen, err := group.Next(ctx)
@@ -284,6 +320,7 @@ func (c *Counter) Run(ctx context.Context) error {
 			ids[i] = a.ID
 			if a.ID == 0 {
 				gen.Start(c.closer.Run)
+				gen.Start(c.replayParked)
 				for _, task := range c.cfg.LeaderTasks {
 					gen.Start(task)
 				}
@@ -408,7 +445,7 @@ func (c *Counter) consume(ctx context.Context, gen *kafka.Generation, a kafka.Pa
 			p.mu.Lock()
 			gapTo := c.process(p, m)
 			// Apply what is already fetched under one lock.
-			for more := gapTo < 0; more && len(p.pending) < c.cfg.FlushRows; {
+			for more := gapTo < 0; more && len(p.pending)+len(p.side) < c.cfg.FlushRows; {
 				select {
 				case m, ok := <-msgs:
 					if ok {
@@ -421,7 +458,7 @@ func (c *Counter) consume(ctx context.Context, gen *kafka.Generation, a kafka.Pa
 					more = false
 				}
 			}
-			full := len(p.pending) >= c.cfg.FlushRows
+			full := len(p.pending)+len(p.side) >= c.cfg.FlushRows
 			from := p.next
 			p.mu.Unlock()
 			if gapTo >= 0 {
@@ -479,30 +516,21 @@ func (c *Counter) drain(p *partitionState, gen *kafka.Generation, log *slog.Logg
 // transactional (bus.CheckEventsTopic), so its offsets are contiguous and kafka-go hands them
 // out in order, compressed batches included (TestReaderOffsetsContiguous): a message beyond the
 // next expected offset means the records in between were deleted. Such a message is not
-// applied; process returns its offset, the end of the gap (else -1).
+// applied; process returns its offset, the end of the gap (else -1). A message it cannot count
+// becomes a side record (parked or DLQ) that the next flush stores before it commits past it
+// (park.go).
 func (c *Counter) process(p *partitionState, m kafka.Message) (gapTo int64) {
 	if p.next >= 0 && m.Offset > p.next {
 		return m.Offset
 	}
 	c.m.events.Inc()
 	p.next, p.dirty = m.Offset+1, true
-	if !hasSchema(m) {
-		c.m.dropped.WithLabelValues("unknown_schema").Inc()
+	v := classify(m, c.catalog.Load())
+	if v.fate != fateCount {
+		p.side = append(p.side, sideRecordOf(m, v, c.cfg.ParkedTopic, c.cfg.DLQTopic))
 		return -1
 	}
-	e, err := event.Decode(m.Value)
-	if err != nil {
-		c.m.dropped.WithLabelValues("undecodable").Inc()
-		c.log.Warn("undecodable event", "partition", m.Partition, "offset", m.Offset, "err", err)
-		return -1
-	}
-	t, ok := c.catalog.Tenant(e.TenantID)
-	if !ok {
-		c.m.dropped.WithLabelValues("unknown_tenant").Inc()
-		c.log.Warn("event of a tenant not in the catalogue", "tenant", e.TenantID, "partition", m.Partition, "offset", m.Offset)
-		return -1
-	}
-	p.apply(&e, t, m.Offset, c.isClosed)
+	p.apply(&v.e, v.t, m.Offset, c.isClosed)
 	return -1
 }
 
@@ -627,6 +655,8 @@ func (c *Counter) flush(ctx context.Context, p *partitionState, gen *kafka.Gener
 	p.late = map[tenantMonth]map[event.DeviceKey]chstore.DeviceRow{}
 	rows := p.pending
 	p.pending = make([]chstore.DeviceRow, 0, len(rows))
+	side := p.side
+	p.side = nil
 	var rollups []chstore.PartitionRollup
 	var err error
 	if checkpoint {
@@ -636,6 +666,10 @@ func (c *Counter) flush(ctx context.Context, p *partitionState, gen *kafka.Gener
 	p.mu.Unlock()
 	if err != nil {
 		return fmt.Errorf("partition %d rollups: %w", p.id, err)
+	}
+	// Parked and dead-letter records are stores too: acknowledged before any commit past them.
+	if err := c.writeSide(ctx, log, side); err != nil {
+		return err
 	}
 	for tm, devices := range late {
 		keys := make([]event.DeviceKey, 0, len(devices))

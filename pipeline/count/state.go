@@ -31,6 +31,7 @@ type partitionState struct {
 	months  map[tenantMonth]*monthState
 	pending []chstore.DeviceRow                                   // first-seen devices to insert
 	late    map[tenantMonth]map[event.DeviceKey]chstore.DeviceRow // devices of closed months, to check against ClickHouse
+	side    []sideRecord                                          // parked and DLQ records to store before the next commit
 	next    int64                                                 // offset to commit: one past the last message applied
 	dirty   bool                                                  // next moved since the last commit
 	version uint64                                                // last partition rollup version written or loaded

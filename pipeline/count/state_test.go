@@ -128,7 +128,8 @@ func TestProcessStopsAtAGap(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &Counter{catalog: cat, m: metrics{events: prometheus.NewCounter(prometheus.CounterOpts{Name: "e"})}}
+	c := &Counter{m: metrics{events: prometheus.NewCounter(prometheus.CounterOpts{Name: "e"})}}
+	c.catalog.Store(cat)
 	c.closed.Store(&map[tenantMonth]*chstore.Rollup{})
 	p := newPartitionState(0)
 	p.next = 10
