@@ -49,6 +49,7 @@ type options struct {
 	tenantRate     float64
 	tenantBurst    int
 	maxInFlight    int
+	tenantInFlight int
 	keysReload     time.Duration
 	http           api.Timeouts
 	flushInterval  time.Duration
@@ -141,6 +142,7 @@ func (o *options) ingestFlags(fs *flag.FlagSet) {
 	fs.Float64Var(&o.tenantRate, "tenant-rate", 20000, "events/s each tenant may send to this gateway (token bucket; 0: no limit; the catalogue's ingest_limit overrides it)")
 	fs.IntVar(&o.tenantBurst, "tenant-burst", 0, "token bucket size in events (0: 2 s of --tenant-rate, at least one full batch)")
 	fs.IntVar(&o.maxInFlight, "max-inflight", 256, "ingest requests served at once; more get 429")
+	fs.IntVar(&o.tenantInFlight, "tenant-max-inflight", 0, "ingest requests of one tenant served at once, inside --max-inflight; more get 429 (0: a quarter of --max-inflight; the catalogue's ingest_limit.max_inflight overrides it)")
 	fs.DurationVar(&o.http.ReadHeader, "http-read-header-timeout", 5*time.Second, "longest a client may take to send the request headers")
 	fs.DurationVar(&o.http.Read, "http-read-timeout", 30*time.Second, "longest a client may take to send a whole request, body included")
 }
@@ -319,7 +321,8 @@ func (s *stack) handler(o *options) (http.Handler, error) {
 		h, err := ingest.New(ingest.Config{
 			Bounds:      event.Bounds{MaxAge: o.maxEventAge, MaxFuture: o.maxEventFuture},
 			TenantLimit: tenant.IngestLimit{EventsPerSecond: o.tenantRate, Burst: o.tenantBurst},
-			MaxInFlight: o.maxInFlight,
+			MaxInFlight:       o.maxInFlight,
+			TenantMaxInFlight: o.tenantInFlight,
 		}, s.catalog, s.producer, s.caps, o.now, s.log, s.reg)
 		if err != nil {
 			return nil, err
