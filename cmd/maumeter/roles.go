@@ -319,8 +319,8 @@ func (s *stack) handler(o *options) (http.Handler, error) {
 	cfg := api.Config{Catalog: s.catalog, Gatherer: s.reg, Now: o.now, Log: s.log}
 	if s.producer != nil {
 		h, err := ingest.New(ingest.Config{
-			Bounds:      event.Bounds{MaxAge: o.maxEventAge, MaxFuture: o.maxEventFuture},
-			TenantLimit: tenant.IngestLimit{EventsPerSecond: o.tenantRate, Burst: o.tenantBurst},
+			Bounds:            event.Bounds{MaxAge: o.maxEventAge, MaxFuture: o.maxEventFuture},
+			TenantLimit:       tenant.IngestLimit{EventsPerSecond: o.tenantRate, Burst: o.tenantBurst},
 			MaxInFlight:       o.maxInFlight,
 			TenantMaxInFlight: o.tenantInFlight,
 		}, s.catalog, s.producer, s.caps, o.now, s.log, s.reg)

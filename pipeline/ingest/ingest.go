@@ -152,9 +152,9 @@ func New(cfg Config, catalog *tenant.Catalog, producer Producer, caps CapState, 
 			Help: "Requests refused with 429, by tenant and reason (tenant_rate_limited, tenant_inflight_limit, gateway_overloaded)."}, []string{"tenant", "reason"}),
 		inflightG: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "maumeter_ingest_inflight_requests",
 			Help: "Ingest requests being served, by tenant (each holds one of the tenant's and one of the gateway's slots)."}, []string{"tenant"}),
-		reloads:      prometheus.NewCounterVec(prometheus.CounterOpts{Name: "maumeter_ingest_key_reloads_total", Help: "Reloads of the ingest keys from the catalogue file, by result."}, []string{"result"}),
-		duration:     prometheus.NewHistogram(prometheus.HistogramOpts{Name: "maumeter_ingest_request_seconds", Help: "Time to answer POST /v1/events.", Buckets: prometheus.ExponentialBuckets(0.001, 2.5, 12)}),
-		produceTime:  prometheus.NewHistogram(prometheus.HistogramOpts{Name: "maumeter_ingest_produce_seconds", Help: "Time Kafka took to confirm a batch (or to fail).", Buckets: prometheus.ExponentialBuckets(0.001, 2.5, 12)}),
+		reloads:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: "maumeter_ingest_key_reloads_total", Help: "Reloads of the ingest keys from the catalogue file, by result."}, []string{"result"}),
+		duration:    prometheus.NewHistogram(prometheus.HistogramOpts{Name: "maumeter_ingest_request_seconds", Help: "Time to answer POST /v1/events.", Buckets: prometheus.ExponentialBuckets(0.001, 2.5, 12)}),
+		produceTime: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "maumeter_ingest_produce_seconds", Help: "Time Kafka took to confirm a batch (or to fail).", Buckets: prometheus.ExponentialBuckets(0.001, 2.5, 12)}),
 	}
 	h.keys.Store(catalog.Keyring())
 	for _, c := range []prometheus.Collector{h.accepted, h.rejected, h.requests, h.authFailures, h.limited, h.inflightG, h.reloads, h.duration, h.produceTime} {
