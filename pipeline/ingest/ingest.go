@@ -218,6 +218,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// only then one of the gateway's, so that a tenant over its share never holds (or waits
 	// for) a slot another tenant could use.
 	if r.ContentLength > h.cfg.MaxBodyBytes {
+		shed(w)
 		h.fail(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body of %d bytes exceeds the limit of %d bytes", r.ContentLength, h.cfg.MaxBodyBytes))
 		return
 	}
@@ -334,8 +335,20 @@ func retryAfter(d time.Duration) string {
 	return strconv.Itoa(max(1, int(math.Ceil(d.Seconds()))))
 }
 
-// tooMany answers 429 with Retry-After and the code of the limit that refused the request.
+// shed closes the connection of a request refused without reading its body, once the answer
+// is written. Otherwise net/http first reads what is left of a body of up to 256 KiB (to keep
+// the connection), before it even sends the answer: a stalled or trickling client would wait
+// for its refusal, and hold a goroutine and a file descriptor, until --http-read-timeout, and
+// a flood of them could exhaust the gateway's descriptors for every tenant.
+func shed(w http.ResponseWriter) {
+	w.Header().Set("Connection", "close")
+	_ = http.NewResponseController(w).SetReadDeadline(time.Now()) // not supported by test recorders
+}
+
+// tooMany answers 429 with Retry-After and the code of the limit that refused the request,
+// and closes the connection (shed).
 func (h *Handler) tooMany(w http.ResponseWriter, tenantID, code string, wait time.Duration, msg string) {
+	shed(w)
 	h.limited.WithLabelValues(tenantID, code).Inc()
 	w.Header().Set("Retry-After", retryAfter(wait))
 	h.requests.WithLabelValues(strconv.Itoa(http.StatusTooManyRequests)).Inc()

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -735,4 +736,35 @@ func metricValue(t *testing.T, m prometheus.Metric) float64 {
 		t.Fatal(err)
 	}
 	return d.GetCounter().GetValue() + d.GetGauge().GetValue()
+}
+
+// TestRefusalClosesStalledConnection: a request refused before its body is read (here a
+// tenant over its in-flight slots, and an unknown key) gets its answer at once and its
+// connection closed, although its body never comes: the gateway does not wait for the rest of
+// the body (net/http would, until the read timeout, which this server does not even have).
+func TestRefusalClosesStalledConnection(t *testing.T) {
+	h, rec, keys, _ := recordingHandler(t, Config{MaxInFlight: 4, TenantMaxInFlight: 1}, nil)
+	rec.block = make(chan struct{})
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	defer close(rec.block)
+	go post(h, keys.acme, []byte(ev("acme", "acme-super", "holder"))) // holds acme's one slot
+	for len(h.inflight) < 1 {
+		time.Sleep(time.Millisecond)
+	}
+	for name, key := range map[string]string{"acme over its slot": keys.acme, "unknown key": "mmk_0000000000000000_" + strings.Repeat("A", 43)} {
+		conn, err := net.Dial("tcp", srv.Listener.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(conn, "POST /v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nContent-Length: 1000\r\n\r\n[{", key)
+		conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		start := time.Now()
+		data, err := io.ReadAll(conn) // until the server closes the connection
+		conn.Close()
+		status, _, _ := strings.Cut(string(data), "\r\n")
+		if err != nil || !strings.Contains(status, " 429 ") && !strings.Contains(status, " 401 ") {
+			t.Errorf("%s: %q, %v after %s; want a 429 or 401 and the connection closed", name, status, err, time.Since(start))
+		}
+	}
 }
