@@ -263,6 +263,7 @@ func codeOf(body string) string {
 func TestOperatorSurfaces(t *testing.T) {
 	p := startPipeline(t, "ops")
 	waitHTTP(t, p.counter, p.countURL+"/readyz", 30*time.Second)
+	waitHTTP(t, p.ingest, p.ingestURL+"/readyz", 30*time.Second)
 	get := func(url, key string) (int, http.Header, string) {
 		t.Helper()
 		req, _ := http.NewRequest(http.MethodGet, url, nil)
@@ -278,7 +279,7 @@ func TestOperatorSurfaces(t *testing.T) {
 		return resp.StatusCode, resp.Header, string(data)
 	}
 	for _, c := range []struct{ public, admin, metric string }{
-		{p.ingestURL, p.ingestAdmin, "maumeter_ingest_requests_total"},
+		{p.ingestURL, p.ingestAdmin, "maumeter_ingest_request_seconds_count"},
 		{p.countURL, p.countAdmin, "maumeter_count_assigned_partitions"},
 	} {
 		for _, path := range []string{"/metrics", "/debug/pprof/"} {
