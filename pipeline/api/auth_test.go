@@ -438,6 +438,21 @@ func TestOpenAPIDocumentsReads(t *testing.T) {
 			check(a.name, get(h, "/v1/tenants/"+a.tenant+"/"+endpoint+a.query, a.auth))
 		}
 		check("store down", get(down, "/v1/tenants/acme/"+endpoint, "Bearer "+keys.operator))
+		slow := newAuth(cat.ReadKeyring(), nil)
+		if err := slow.SetLimits(ReadLimit{PerSecond: 0.001, Burst: 1}, ReadLimit{}, fixedNow); err != nil {
+			t.Fatal(err)
+		}
+		limited := New(Config{Catalog: cat, MAU: fixedMAU(42), Invoices: fixedInvoices{}, Auth: slow, Now: fixedNow})
+		for i := range 2 {
+			rec := get(limited, "/v1/tenants/acme/"+endpoint, "Bearer "+keys.acmeRead)
+			check(fmt.Sprint("read key over its rate, read ", i+1), rec)
+			if i == 1 && (rec.Code != http.StatusTooManyRequests || rec.Header().Get("Retry-After") == "") {
+				t.Errorf("GET %s, a read key's 2nd read at 1 per 1000 s: %d (Retry-After %q), want 429 with Retry-After", path, rec.Code, rec.Header().Get("Retry-After"))
+			}
+		}
+		if name, ok := strings.CutPrefix(op.Responses["429"].Ref, "#/components/responses/"); !ok || doc.Components.Responses[name].Headers["Retry-After"] == nil {
+			t.Errorf("GET %s: response 429 does not document Retry-After", path)
+		}
 		for code := range op.Responses {
 			if c, _ := strconv.Atoi(code); !seen[c] {
 				t.Errorf("schemas/openapi.yaml documents %s for GET %s; the table did not provoke it", code, path)
