@@ -25,6 +25,8 @@ RUN --mount=type=cache,target=/go/pkg/mod \
 FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /out/maumeter /maumeter
 USER nonroot:nonroot
-EXPOSE 8080 9464
+# 8080, 9464, 9465: the public listeners of ingest, count and rate; 9466: the admin listener
+# (/metrics, pprof) when MAUMETER_ADMIN_ADDR sets it, as docker-compose.yml does.
+EXPOSE 8080 9464 9465 9466
 ENTRYPOINT ["/maumeter"]
 CMD ["serve"]

@@ -32,8 +32,8 @@ import (
 )
 
 // composeRole is a maumeter service of docker-compose.yml: the subcommand it runs, the port of
-// its HTTP listener (/healthz, /readyz, /metrics; empty for one-shot jobs), whether it reads or writes
-// ClickHouse, and the services it waits for.
+// its HTTP listener (/healthz, /readyz; empty for one-shot jobs; its admin listener of /metrics
+// is composeAdminPort), whether it reads or writes ClickHouse, and the services it waits for.
 type composeRole struct {
 	name       string
 	command    string
@@ -56,6 +56,9 @@ var composeRoles = []composeRole{
 }
 
 const (
+	// composeAdminPort is every role's admin listener (/metrics, /debug/pprof/): Prometheus
+	// scrapes it on the compose network, and it is never published.
+	composeAdminPort   = "9466"
 	composeImage       = "maumeter:dev" // ${MAUMETER_IMAGE:-maumeter:dev} with no environment
 	composeTenantsPath = "/etc/maumeter/tenants.yaml"
 	composeCHSecret    = "clickhouse_password" // the secret of the ClickHouse password
@@ -340,6 +343,14 @@ func TestComposeRoles(t *testing.T) {
 			if got, want := env(s, "MAUMETER_HTTP_ADDR"), ":"+r.port; got != want {
 				t.Errorf("environment MAUMETER_HTTP_ADDR: got %q, want %q", got, want)
 			}
+			if got, want := env(s, "MAUMETER_ADMIN_ADDR"), ":"+composeAdminPort; got != want {
+				t.Errorf("environment MAUMETER_ADMIN_ADDR: got %q, want %q (/metrics for Prometheus)", got, want)
+			}
+			for _, port := range s.Ports { // tenants' network is no place for /metrics and pprof
+				if strconv.Itoa(int(port.Target)) == composeAdminPort {
+					t.Errorf("ports: the admin listener %s is published (%+v), want it on the compose network only", composeAdminPort, port)
+				}
+			}
 			checkHealthcheck(t, s)
 			if s.HealthCheck != nil {
 				got := []string(s.HealthCheck.Test)
@@ -474,7 +485,7 @@ func TestComposePrometheusScrapesEveryRole(t *testing.T) {
 		if r.port == "" {
 			continue
 		}
-		if want := r.name + ":" + r.port; !slices.Contains(targets, want) {
+		if want := r.name + ":" + composeAdminPort; !slices.Contains(targets, want) {
 			t.Errorf("%s: got targets %v, want %s among them", src, targets, want)
 		}
 	}

@@ -187,11 +187,11 @@ func TestBilling(t *testing.T) {
 		t.Fatalf("%d invoice rows, want 3 (t-auckland v1 and v2, t-shanghai v1)", rowsBefore)
 	}
 	rater.stop()
-	rateAddr2 := freeAddr(t)
-	again := startProc(t, "rate-again", p.env, "rate", "--http-addr", rateAddr2, "--rate-group", "e2e-rate-again")
+	rateAddr2, rateAdmin2 := freeAddr(t), freeAddr(t)
+	again := startProc(t, "rate-again", p.env, "rate", "--http-addr", rateAddr2, "--admin-addr", rateAdmin2, "--rate-group", "e2e-rate-again")
 	waitHTTP(t, again, "http://"+rateAddr2+"/healthz", 30*time.Second)
 	deadline := time.Now().Add(60 * time.Second)
-	for !strings.Contains(metrics(t, "http://"+rateAddr2), "maumeter_rater_already_rated_total 3") {
+	for !strings.Contains(metrics(t, "http://"+rateAdmin2), "maumeter_rater_already_rated_total 3") {
 		if time.Now().After(deadline) {
 			t.Fatalf("the second rater did not see the 3 rollups within 60s:\n%s", again.tail())
 		}
@@ -281,6 +281,7 @@ func checkReproduces(t *testing.T, conn clickhouse.Conn, p *pipeline, st stateme
 	}
 }
 
+// metrics reads a process's /metrics (url: its admin listener).
 func metrics(t *testing.T, url string) string {
 	t.Helper()
 	resp, err := http.Get(url + "/metrics")

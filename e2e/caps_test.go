@@ -36,9 +36,10 @@ import (
 // The month of step 1 ends at exactly 200; nothing refused is counted; every accepted device is.
 func TestPOCCap(t *testing.T) {
 	p := startPipeline(t, "caps")
-	addrB := freeAddr(t)
-	gwB := startProc(t, "ingest-2", p.env, "ingest", "--http-addr", addrB)
+	addrB, adminB := freeAddr(t), freeAddr(t)
+	gwB := startProc(t, "ingest-2", p.env, "ingest", "--http-addr", addrB, "--admin-addr", adminB)
 	urlA, urlB := p.ingestURL, "http://"+addrB
+	metricsA, metricsB := p.ingestAdmin, "http://"+adminB // the admin listeners
 	// Ready means each gateway has read the caps topic to its end.
 	waitHTTP(t, p.ingest, urlA+"/readyz", 30*time.Second)
 	waitHTTP(t, gwB, urlB+"/readyz", 30*time.Second)
@@ -92,7 +93,7 @@ func TestPOCCap(t *testing.T) {
 	rejectedTotal += 3
 
 	// 2. Gateway B learns from the counter's cap state.
-	for scrape(t, urlB, "maumeter_caps_state_capped_tenant_months") < 1 {
+	for scrape(t, metricsB, "maumeter_caps_state_capped_tenant_months") < 1 {
 		if time.Since(fullAt) > time.Minute {
 			t.Fatalf("gateway B has not learnt the cap state a minute after the 200th device")
 		}
@@ -233,8 +234,8 @@ func TestPOCCap(t *testing.T) {
 	if err != nil || code != http.StatusOK || body.MAU != limit {
 		t.Errorf("API MAU of %s = %d %d (%v), want %d", month, code, body.MAU, err, limit)
 	}
-	got := scrape(t, urlA, `maumeter_ingest_events_rejected_total{reason="poc_cap_reached"}`) +
-		scrape(t, urlB, `maumeter_ingest_events_rejected_total{reason="poc_cap_reached"}`)
+	got := scrape(t, metricsA, `maumeter_ingest_events_rejected_total{reason="poc_cap_reached"}`) +
+		scrape(t, metricsB, `maumeter_ingest_events_rejected_total{reason="poc_cap_reached"}`)
 	if int(got) != rejectedTotal {
 		t.Errorf("gateways counted %v poc_cap_reached rejections, the responses said %d", got, rejectedTotal)
 	}
@@ -249,7 +250,7 @@ func guidOf(l line) string {
 	return e.GUID
 }
 
-// scrape reads one sample from a process's /metrics: the line that starts with series (a metric
+// scrape reads one sample from a process's /metrics (base: its admin listener): the line that starts with series (a metric
 // name, with its labels when it has any); 0 when there is none.
 func scrape(t *testing.T, base, series string) float64 {
 	t.Helper()

@@ -291,12 +291,16 @@ type pipeline struct {
 	counter   *proc
 	ingestURL string
 	countURL  string
-	keys      map[string]string // tenant → ingest key
-	readKeys  map[string]string // tenant → read key (its MAU and invoices)
-	operator  string            // operator key (every tenant's MAU and invoices)
-	database  string
-	topic     string
-	group     string
+	// The admin listeners (--admin-addr): /metrics and /debug/pprof/, which the public
+	// listeners do not serve.
+	ingestAdmin string
+	countAdmin  string
+	keys        map[string]string // tenant → ingest key
+	readKeys    map[string]string // tenant → read key (its MAU and invoices)
+	operator    string            // operator key (every tenant's MAU and invoices)
+	database    string
+	topic       string
+	group       string
 }
 
 func startPipeline(t *testing.T, name string) *pipeline {
@@ -348,10 +352,11 @@ func startPipeline(t *testing.T, name string) *pipeline {
 	runOnce(t, ctx, p.env, "migrate")
 	// A second migrate is a no-op.
 	runOnce(t, ctx, p.env, "migrate")
-	ingestAddr, countAddr := freeAddr(t), freeAddr(t)
+	ingestAddr, countAddr, ingestAdmin, countAdmin := freeAddr(t), freeAddr(t), freeAddr(t), freeAddr(t)
 	p.ingestURL, p.countURL = "http://"+ingestAddr, "http://"+countAddr
-	p.ingest = startProc(t, "ingest", p.env, "ingest", "--http-addr", ingestAddr)
-	p.counter = startProc(t, "count", p.env, "count", "--http-addr", countAddr)
+	p.ingestAdmin, p.countAdmin = "http://"+ingestAdmin, "http://"+countAdmin
+	p.ingest = startProc(t, "ingest", p.env, "ingest", "--http-addr", ingestAddr, "--admin-addr", ingestAdmin)
+	p.counter = startProc(t, "count", p.env, "count", "--http-addr", countAddr, "--admin-addr", countAdmin)
 	waitHTTP(t, p.ingest, p.ingestURL+"/healthz", 30*time.Second)
 	waitHTTP(t, p.counter, p.countURL+"/healthz", 30*time.Second)
 	return p
@@ -566,13 +571,13 @@ func TestTwoCounters(t *testing.T) {
 	t.Logf("seed %d", seed)
 	tr := generate(rand.New(rand.NewPCG(seed, 3)), clockNow(), 8_000)
 	p := startPipeline(t, "two")
-	secondAddr := freeAddr(t)
-	second := startProc(t, "count-2", p.env, "count", "--http-addr", secondAddr)
+	secondAddr, secondAdmin := freeAddr(t), freeAddr(t)
+	second := startProc(t, "count-2", p.env, "count", "--http-addr", secondAddr, "--admin-addr", secondAdmin)
 	waitHTTP(t, second, "http://"+secondAddr+"/healthz", 30*time.Second)
 	// Healthy is not yet assigned: the group rebalances after the second member joins. Wait for
 	// the split before sending, so that both really count.
 	shared := func() bool {
-		for _, url := range []string{p.countURL, "http://" + secondAddr} {
+		for _, url := range []string{p.countAdmin, "http://" + secondAdmin} {
 			if n := assignedPartitions(t, url); n == 0 || n == 8 {
 				return false
 			}
@@ -584,7 +589,7 @@ func TestTwoCounters(t *testing.T) {
 	}
 	send(t, p, tr, nil)
 	p.waitCounted(t, 3*time.Minute)
-	for _, url := range []string{p.countURL, "http://" + secondAddr} {
+	for _, url := range []string{p.countAdmin, "http://" + secondAdmin} {
 		if n := assignedPartitions(t, url); n == 0 || n == 8 {
 			t.Errorf("%s owns %v of 8 partitions, want a share", url, n)
 		}
@@ -615,7 +620,8 @@ func TestTwoCounters(t *testing.T) {
 	}
 }
 
-// assignedPartitions reads maumeter_count_assigned_partitions from a counter's /metrics.
+// assignedPartitions reads maumeter_count_assigned_partitions from a counter's /metrics (base:
+// its admin listener).
 func assignedPartitions(t *testing.T, base string) float64 {
 	t.Helper()
 	resp, err := http.Get(base + "/metrics")

@@ -103,10 +103,10 @@ func TestParkedUntilTheCounterKnowsTheTenant(t *testing.T) {
 		t.Fatal(err)
 	}
 	runOnce(t, ctx, env, "migrate")
-	ingestAddr, countAddr := freeAddr(t), freeAddr(t)
-	ingestURL, countURL := "http://"+ingestAddr, "http://"+countAddr
+	ingestAddr, countAddr, countAdminAddr := freeAddr(t), freeAddr(t), freeAddr(t)
+	ingestURL, countURL, countAdmin := "http://"+ingestAddr, "http://"+countAddr, "http://"+countAdminAddr
 	gw := startProc(t, "ingest", env, "ingest", "--http-addr", ingestAddr)
-	counter := startProc(t, "count", env, "count", "--http-addr", countAddr, "--tenants", countFile)
+	counter := startProc(t, "count", env, "count", "--http-addr", countAddr, "--admin-addr", countAdminAddr, "--tenants", countFile)
 	waitHTTP(t, gw, ingestURL+"/healthz", 30*time.Second)
 	waitHTTP(t, counter, countURL+"/healthz", 30*time.Second)
 
@@ -146,9 +146,9 @@ func TestParkedUntilTheCounterKnowsTheTenant(t *testing.T) {
 	p := &pipeline{counter: counter, topic: topic, group: group}
 	p.waitCounted(t, time.Minute)
 	waitUntil(t, counter, "t-late's events to be parked", time.Minute, func() bool {
-		return scrape(t, countURL, `maumeter_count_parked_total{reason="unknown_tenant"}`) == float64(sent["t-late"])
+		return scrape(t, countAdmin, `maumeter_count_parked_total{reason="unknown_tenant"}`) == float64(sent["t-late"])
 	})
-	ready := readyz(t, countURL)
+	ready := readyz(t, countURL, opKey)
 	if ready.code != http.StatusOK || !strings.Contains(ready.Reported["parked"], fmt.Sprintf("%d parked events", sent["t-late"])) {
 		t.Errorf("/readyz with parked events = %d %+v, want 200 reporting %d parked events", ready.code, ready, sent["t-late"])
 	}
@@ -176,7 +176,7 @@ func TestParkedUntilTheCounterKnowsTheTenant(t *testing.T) {
 				return false
 			}
 		}
-		return scrape(t, countURL, "maumeter_count_parked_waiting") == 0
+		return scrape(t, countAdmin, "maumeter_count_parked_waiting") == 0
 	})
 	p.waitCounted(t, time.Minute)
 	t.Logf("replayed and counted %s after the catalogue changed", time.Since(reloaded).Round(time.Millisecond))
@@ -205,10 +205,10 @@ func TestParkedUntilTheCounterKnowsTheTenant(t *testing.T) {
 		}
 		t.Logf("%-22s MAU %4d (ClickHouse %4d, API %4d)", k, len(set), after[k], body.MAU)
 	}
-	if got := scrape(t, countURL, "maumeter_count_parked_replayed_total"); got != float64(sent["t-late"]) {
+	if got := scrape(t, countAdmin, "maumeter_count_parked_replayed_total"); got != float64(sent["t-late"]) {
 		t.Errorf("replayed %v parked events, want %d", got, sent["t-late"])
 	}
-	if ready := readyz(t, countURL); ready.code != http.StatusOK || ready.Reported["parked"] != "" {
+	if ready := readyz(t, countURL, opKey); ready.code != http.StatusOK || ready.Reported["parked"] != "" {
 		t.Errorf("/readyz after the replay = %d %+v, want 200 with nothing parked", ready.code, ready)
 	}
 	t.Logf("took %s", time.Since(start).Round(time.Millisecond))
@@ -221,9 +221,15 @@ type readyBody struct {
 	Reported map[string]string `json:"reported"`
 }
 
-func readyz(t *testing.T, base string) readyBody {
+// readyz reads base's /readyz with an operator key (only operators see the checks' details).
+func readyz(t *testing.T, base, operatorKey string) readyBody {
 	t.Helper()
-	resp, err := http.Get(base + "/readyz")
+	req, err := http.NewRequest(http.MethodGet, base+"/readyz", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+operatorKey)
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -305,8 +311,8 @@ func TestDLQ(t *testing.T) {
 	month := now.Add(-time.Hour).In(shanghai).Format("2006-01")
 	key := "t-shanghai " + month
 	waitUntil(t, p.counter, "the DLQ metrics", 30*time.Second, func() bool {
-		return scrape(t, p.countURL, `maumeter_count_dlq_total{reason="unknown_schema"}`) == 2 &&
-			scrape(t, p.countURL, `maumeter_count_dlq_total{reason="undecodable"}`) == 1
+		return scrape(t, p.countAdmin, `maumeter_count_dlq_total{reason="unknown_schema"}`) == 2 &&
+			scrape(t, p.countAdmin, `maumeter_count_dlq_total{reason="undecodable"}`) == 1
 	})
 	if got := chMAU(t, p.database)[key]; got != uint64(len(truth)) {
 		t.Fatalf("MAU %s = %d after the DLQ records, want %d", key, got, len(truth))

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	crand "crypto/rand"
 	"fmt"
 	"io"
 	"log/slog"
@@ -23,6 +24,7 @@ import (
 	"github.com/maumeter/maumeter/pipeline/bus"
 	"github.com/maumeter/maumeter/pipeline/chstore"
 	"github.com/maumeter/maumeter/pkg/event"
+	"github.com/maumeter/maumeter/pkg/tenant"
 )
 
 // syncBuffer is a bytes.Buffer safe for a role's logger and the test reading it.
@@ -53,8 +55,18 @@ func freeAddr(t *testing.T) string {
 	return ln.Addr().String()
 }
 
-func get(url string) (int, string) {
-	resp, err := http.Get(url)
+func get(url string) (int, string) { return getKey(url, "") }
+
+// getKey GETs url, with key as its bearer token when not empty.
+func getKey(url, key string) (int, string) {
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		return 0, err.Error()
+	}
+	if key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
+	}
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return 0, err.Error()
 	}
@@ -89,7 +101,14 @@ func TestLostOffsetsStopThePartitionUntilAccepted(t *testing.T) {
 	group := fmt.Sprintf("test-lost-%d", id)
 	db := fmt.Sprintf("cmd_lost_test_%d", id)
 	tenants := filepath.Join(t.TempDir(), "tenants.yaml")
-	if err := os.WriteFile(tenants, []byte("tenants:\n  - {id: acme, plan: pro, purchased: 2026-01-01, apps: [acme-app]}\n"), 0o644); err != nil {
+	// An operator key: /readyz shows its checks' details to operators only.
+	opKey, opEntry, err := tenant.NewOperatorKey(crand.Reader, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	catalogue := fmt.Sprintf("tenants:\n  - {id: acme, plan: pro, purchased: 2026-01-01, apps: [acme-app]}\noperator_keys:\n  - {id: %q, sha256: %q, created: %q}\n",
+		opEntry.ID, opEntry.SHA256, opEntry.Created)
+	if err := os.WriteFile(tenants, []byte(catalogue), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	// A fixed clock: the events' month is fixed, and nothing closes (the month is not over).
@@ -124,11 +143,15 @@ func TestLostOffsetsStopThePartitionUntilAccepted(t *testing.T) {
 	}
 	countArgs := append([]string{"count", "--count-group", group, "--flush-interval", "100ms", "--checkpoint-interval", "200ms",
 		"--close-interval", "200ms", "--session-timeout", "6s"}, common...)
+	// addr serves /readyz, admin /metrics.
+	var admin string
 	startCount := func(stderr io.Writer) (addr string, stop func()) {
-		addr = freeAddr(t)
+		addr, admin = freeAddr(t), freeAddr(t)
 		cctx, ccancel := context.WithCancel(ctx)
 		done := make(chan int, 1)
-		go func() { done <- run(cctx, now, append(countArgs, "--http-addr", addr), io.Discard, stderr) }()
+		go func() {
+			done <- run(cctx, now, append(countArgs, "--http-addr", addr, "--admin-addr", admin), io.Discard, stderr)
+		}()
 		return addr, func() {
 			ccancel()
 			if code := <-done; code != 0 {
@@ -190,11 +213,11 @@ func TestLostOffsetsStopThePartitionUntilAccepted(t *testing.T) {
 	}()
 	wantReady := fmt.Sprintf("partition %d stopped: offsets [%d, %d) (%d records) were deleted before they were counted", P, from, to, to-from)
 	eventually(t, "/readyz to report the loss", time.Minute, func() bool {
-		code, body := get("http://" + addr + "/readyz")
+		code, body := getKey("http://"+addr+"/readyz", opKey)
 		return code == http.StatusServiceUnavailable && strings.Contains(body, wantReady)
 	})
 	wantMetric := fmt.Sprintf("maumeter_count_lost_offsets{partition=\"%d\"} %d", P, to-from)
-	if _, m := get("http://" + addr + "/metrics"); !strings.Contains(m, wantMetric) {
+	if _, m := get("http://" + admin + "/metrics"); !strings.Contains(m, wantMetric) {
 		t.Errorf("/metrics lacks %q", wantMetric)
 	}
 	wantLog := fmt.Sprintf("from=%d to=%d lost=%d", from, to, to-from)
@@ -252,7 +275,7 @@ func TestLostOffsetsStopThePartitionUntilAccepted(t *testing.T) {
 	if n, err := store.MAU(ctx, "acme", "2026-10"); err != nil || n != want {
 		t.Errorf("MAU = %d, %v; want %d", n, err, want)
 	}
-	_, m := get("http://" + addr + "/metrics")
+	_, m := get("http://" + admin + "/metrics")
 	for _, want := range []string{fmt.Sprintf("maumeter_count_lost_offsets{partition=\"%d\"} 0", P), fmt.Sprintf("maumeter_count_accepted_lost_offsets_total %d", to-from)} {
 		if !strings.Contains(m, want) {
 			t.Errorf("/metrics lacks %q", want)

@@ -76,6 +76,10 @@ type options struct {
 	dlqTopic            string
 	parkedInterval      time.Duration
 	catalogReload       time.Duration
+	adminAddr string
+	readLimit api.ReadLimit
+	operatorLimit api.ReadLimit
+	tenantInFlight int
 }
 
 // kafkaSecurity: how to reach the brokers beyond their addresses (TLS, SASL).
@@ -291,8 +295,22 @@ func (o *options) ingestFlags(fs *flag.FlagSet) {
 	fs.Float64Var(&o.tenantRate, "tenant-rate", 20000, "events/s each tenant may send to this gateway (token bucket; 0: no limit; the catalogue's ingest_limit overrides it)")
 	fs.IntVar(&o.tenantBurst, "tenant-burst", 0, "token bucket size in events (0: 2 s of --tenant-rate, at least one full batch)")
 	fs.IntVar(&o.maxInFlight, "max-inflight", 256, "ingest requests served at once; more get 429")
+	fs.IntVar(&o.tenantInFlight, "tenant-max-inflight", 0, "ingest requests of one tenant served at once, inside --max-inflight; more get 429 (0: a quarter of --max-inflight; the catalogue's ingest_limit.max_inflight overrides it)")
 	fs.DurationVar(&o.http.ReadHeader, "http-read-header-timeout", 5*time.Second, "longest a client may take to send the request headers")
 	fs.DurationVar(&o.http.Read, "http-read-timeout", 30*time.Second, "longest a client may take to send a whole request, body included")
+}
+
+// adminFlags: the admin listener of a long-running role (/metrics, /debug/pprof/).
+func (o *options) adminFlags(fs *flag.FlagSet) {
+	fs.StringVar(&o.adminAddr, "admin-addr", "", "listen address of /metrics and /debug/pprof/, apart from the public listener: a loopback or monitoring-network address (empty: not served)")
+}
+
+// readLimitFlags: the rate limits of the MAU and invoice reads, per key.
+func (o *options) readLimitFlags(fs *flag.FlagSet) {
+	fs.Float64Var(&o.readLimit.PerSecond, "read-rate", 5, "MAU and invoice reads per second each read key may make (token bucket; 0: no limit); more get 429")
+	fs.IntVar(&o.readLimit.Burst, "read-burst", 20, "token bucket size of each read key, in requests (0: one second of --read-rate)")
+	fs.Float64Var(&o.operatorLimit.PerSecond, "operator-read-rate", 50, "MAU and invoice reads per second each operator key may make (0: no limit)")
+	fs.IntVar(&o.operatorLimit.Burst, "operator-read-burst", 100, "token bucket size of each operator key, in requests (0: one second of --operator-read-rate)")
 }
 
 // keysFlags are the flags of the roles that authenticate requests (ingest keys, read keys).
@@ -552,12 +570,13 @@ func setupInfra(ctx context.Context, o *options, kafka *bus.Net, store *chstore.
 
 // handler returns the HTTP surface of the stack.
 func (s *stack) handler(o *options) (http.Handler, error) {
-	cfg := api.Config{Catalog: s.catalog, Gatherer: s.reg, Now: o.now, Log: s.log}
+	cfg := api.Config{Catalog: s.catalog, Now: o.now, Log: s.log}
 	if s.producer != nil {
 		h, err := ingest.New(ingest.Config{
-			Bounds:      event.Bounds{MaxAge: o.maxEventAge, MaxFuture: o.maxEventFuture},
-			TenantLimit: tenant.IngestLimit{EventsPerSecond: o.tenantRate, Burst: o.tenantBurst},
-			MaxInFlight: o.maxInFlight,
+			Bounds:            event.Bounds{MaxAge: o.maxEventAge, MaxFuture: o.maxEventFuture},
+			TenantLimit:       tenant.IngestLimit{EventsPerSecond: o.tenantRate, Burst: o.tenantBurst},
+			MaxInFlight:       o.maxInFlight,
+			TenantMaxInFlight: o.tenantInFlight,
 		}, s.catalog, s.producer, s.caps, o.now, s.log, s.reg)
 		if err != nil {
 			return nil, err
@@ -585,21 +604,24 @@ func (s *stack) handler(o *options) (http.Handler, error) {
 		// has the plan catalogue and ClickHouse (ingest serves no reads).
 		cfg.Plans, cfg.Usage = s.plans, s.store
 	}
-	if cfg.MAU != nil || cfg.Invoices != nil {
-		keys := s.readKeys
-		if keys == nil {
-			keys = s.catalog.ReadKeyring()
-			if keys.Len() == 0 {
-				s.log.Warn("the tenant catalogue holds no read_keys and no operator_keys: every MAU and invoice read will get 401 (create keys with `maumeter keys new --read`)")
-			}
+	// Every role has the read and operator keys: the reads take them, and /readyz shows its
+	// checks' details to an operator key.
+	keys := s.readKeys
+	if keys == nil {
+		keys = s.catalog.ReadKeyring()
+		if keys.Len() == 0 && (cfg.MAU != nil || cfg.Invoices != nil) {
+			s.log.Warn("the tenant catalogue holds no read_keys and no operator_keys: every MAU and invoice read will get 401 (create keys with `maumeter keys new --read`)")
 		}
-		auth, err := api.NewAuth(keys, s.log, s.reg)
-		if err != nil {
-			return nil, err
-		}
-		s.auth = auth
-		cfg.Auth = auth
 	}
+	auth, err := api.NewAuth(keys, s.log, s.reg)
+	if err != nil {
+		return nil, err
+	}
+	if err := auth.SetLimits(o.readLimit, o.operatorLimit, nil); err != nil {
+		return nil, fmt.Errorf("%w: %v", errUsage, err)
+	}
+	s.auth = auth
+	cfg.Auth = auth
 	if s.counter != nil {
 		counter := s.counter
 		cfg.Ready = append(cfg.Ready, api.Check{Name: "counter", Fn: func(context.Context) error {
@@ -683,6 +705,15 @@ func runRoles(ctx context.Context, o *options, s *stack, ready chan<- string) er
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	runners := []func(context.Context) error{func(ctx context.Context) error { return serveHTTP(ctx, o.httpAddr, h, o.http, cert, s.log, ready) }}
+	if o.adminAddr != "" {
+		// pprof's profile and trace run 30 s by default: the answer may take that long.
+		admin := api.Timeouts{ReadHeader: 5 * time.Second, Read: 10 * time.Second, Write: 2 * time.Minute}
+		runners = append(runners, func(ctx context.Context) error {
+			return serveHTTP(ctx, o.adminAddr, api.Admin(s.reg), admin, nil, s.log.With("listener", "admin"), nil)
+		})
+	} else {
+		s.log.Info("no --admin-addr: /metrics and /debug/pprof/ are not served")
+	}
 	// Reloads parse the catalogue against the plans the role started with (--plans).
 	plans := tenant.KnownPlans(s.plans.IDs()...)
 	if s.ingest != nil && s.keys == nil && o.keysReload > 0 {
@@ -731,6 +762,8 @@ func runServe(ctx context.Context, now func() time.Time, args []string, stdout, 
 	o.rateFlags(fs)
 	o.capsFlags(fs)
 	o.plansFlags(fs)
+	o.adminFlags(fs)
+	o.readLimitFlags(fs)
 	fs.StringVar(&o.httpAddr, "http-addr", "127.0.0.1:8080", "HTTP listen address")
 	o.httpTLSFlags(fs)
 	fs.BoolVar(&o.migrate, "migrate", true, "apply ClickHouse migrations and create topics at start")
@@ -754,7 +787,8 @@ func runIngest(ctx context.Context, now func() time.Time, args []string, stdout,
 	o.keysFlags(fs)
 	o.capsFlags(fs)
 	o.plansFlags(fs)
-	fs.StringVar(&o.httpAddr, "http-addr", "127.0.0.1:8080", "HTTP listen address")
+	o.adminFlags(fs)
+	fs.StringVar(&o.httpAddr, "http-addr", "127.0.0.1:8080", "HTTP listen address of POST /v1/events, /healthz and /readyz")
 	o.httpTLSFlags(fs)
 	if err := parseFlags(fs, args, stderr); err != nil {
 		return err
@@ -778,7 +812,9 @@ func runCount(ctx context.Context, now func() time.Time, args []string, stdout, 
 	o.keysFlags(fs)
 	o.capsFlags(fs)
 	o.plansFlags(fs)
-	fs.StringVar(&o.httpAddr, "http-addr", "127.0.0.1:9464", "HTTP listen address of /metrics, /healthz, /readyz and MAU and invoice reads")
+	o.adminFlags(fs)
+	o.readLimitFlags(fs)
+	fs.StringVar(&o.httpAddr, "http-addr", "127.0.0.1:9464", "HTTP listen address of /healthz, /readyz and MAU and invoice reads")
 	o.httpTLSFlags(fs)
 	if err := parseFlags(fs, args, stderr); err != nil {
 		return err
@@ -816,7 +852,7 @@ func runMigrate(ctx context.Context, now func() time.Time, args []string, stdout
 
 func runHealthcheck(ctx context.Context, _ func() time.Time, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("healthcheck", flag.ContinueOnError)
-	url := fs.String("url", "http://127.0.0.1:8080/healthz", "URL that must answer 200")
+	url := fs.String("url", "http://127.0.0.1:8080/readyz", "URL that must answer 200 (/readyz: ready to serve; /healthz: the process answers)")
 	caFile := fs.String("tls-ca-file", "", "PEM CA certificates that sign an https URL's certificate (empty: the system's roots)")
 	if err := parseFlags(fs, args, stderr); err != nil {
 		return err

@@ -1,8 +1,11 @@
 // Package api assembles maumeter's HTTP surface (schemas/openapi.yaml): event ingest, exact MAU
-// reads (with the month's quota, cost to date and projection) and invoice reads, Prometheus
-// metrics and health. Each role mounts the parts it serves.
+// reads (with the month's quota, cost to date and projection) and invoice reads, and health, on
+// the public listener (New); Prometheus metrics and pprof on the admin listener (Admin), which
+// must never be reachable by tenants. Each role mounts the parts it serves.
 // Ingest authenticates its own keys (pipeline/ingest); the reads take a tenant's read key or an
-// operator key (Auth); /metrics, /healthz and /readyz are open: they carry no MAU and no bill.
+// operator key (Auth), each key limited to a rate of requests; /healthz and /readyz are open
+// and say only whether the process is alive or ready, /readyz names its failing checks to an
+// operator key only.
 package api
 
 import (
@@ -11,6 +14,7 @@ import (
 	"log/slog"
 	"math"
 	"net/http"
+	"net/http/pprof"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -56,8 +60,7 @@ type Config struct {
 	Plans    *plan.Catalog
 	Usage    UsageReader
 	Invoices InvoiceReader // GET /v1/tenants/{tenant}/invoices; nil when not served
-	Auth     *Auth         // who may read; nil: nobody (every read gets 401)
-	Gatherer prometheus.Gatherer
+	Auth     *Auth         // who may read, and who sees /readyz's details; nil: nobody (every read gets 401)
 	Ready    []Check
 	Now      func() time.Time
 	Log      *slog.Logger
@@ -81,11 +84,26 @@ func New(cfg Config) http.Handler {
 	if cfg.Invoices != nil {
 		mux.HandleFunc("GET /v1/tenants/{tenant}/invoices", cfg.invoices)
 	}
-	mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	mux.HandleFunc("GET /readyz", cfg.ready)
+	return mux
+}
+
+// Admin returns the handler of the admin listener: GET /metrics (g in the Prometheus text
+// format) and net/http/pprof under /debug/pprof/. It has no authentication: serve it on a
+// loopback or monitoring-network address only (the metrics name tenants, the profiles show
+// memory).
+func Admin(g prometheus.Gatherer) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("POST /debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	return mux
 }
 
@@ -288,12 +306,24 @@ func (cfg Config) catalog() *tenant.Catalog {
 	return cfg.Catalog
 }
 
+// ReadyResponse is the body of /readyz. Checks and Failed are given to an operator key only:
+// their messages can name internal addresses and errors.
+type ReadyResponse struct {
+	Status string            `json:"status"`           // "ready" or "not ready"
+	Checks map[string]string `json:"checks,omitempty"` // every check: "ok" or its error
+	Failed map[string]string `json:"failed,omitempty"` // the failing checks and their errors
+	// Reported: what report-only checks found (they never fail readiness), e.g. parked events.
+	Reported map[string]string `json:"reported,omitempty"`
+}
+
 func (cfg Config) ready(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
 	defer cancel()
-	failed, reported := map[string]string{}, map[string]string{}
+	checks, failed, reported := map[string]string{}, map[string]string{}, map[string]string{}
 	for _, c := range cfg.Ready {
+		checks[c.Name] = "ok"
 		if err := c.Fn(ctx); err != nil {
+			checks[c.Name] = err.Error()
 			if c.ReportOnly {
 				reported[c.Name] = err.Error()
 			} else {
@@ -301,16 +331,20 @@ func (cfg Config) ready(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
-	body := map[string]any{"status": "ready"}
-	if len(reported) > 0 {
-		body["reported"] = reported
-	}
+	resp, status := ReadyResponse{Status: "ready"}, http.StatusOK
 	if len(failed) > 0 {
-		body["status"], body["failed"] = "not ready", failed
-		writeJSON(w, http.StatusServiceUnavailable, body)
-		return
+		resp, status = ReadyResponse{Status: "not ready"}, http.StatusServiceUnavailable
 	}
-	writeJSON(w, http.StatusOK, body)
+	if cfg.Auth.operator(r) {
+		resp.Checks = checks
+		if len(failed) > 0 {
+			resp.Failed = failed
+		}
+		if len(reported) > 0 {
+			resp.Reported = reported
+		}
+	}
+	writeJSON(w, status, resp)
 }
 
 func writeError(w http.ResponseWriter, status int, msg string) {

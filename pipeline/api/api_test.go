@@ -89,7 +89,7 @@ func testRouter(t *testing.T) (http.Handler, testKeys, *prometheus.Registry) {
 	}
 	ingest := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusOK) })
 	return New(Config{
-		Catalog: cat, Ingest: ingest, MAU: fixedMAU(42), Invoices: fixedInvoices{}, Auth: auth, Gatherer: reg,
+		Catalog: cat, Ingest: ingest, MAU: fixedMAU(42), Invoices: fixedInvoices{}, Auth: auth,
 		Now: func() time.Time { return time.Date(2026, 10, 31, 16, 30, 0, 0, time.UTC) },
 	}), keys, reg
 }
@@ -114,7 +114,8 @@ func TestOpenAPIMatchesRouter(t *testing.T) {
 	if err := yaml.Unmarshal(schemas.OpenAPI, &doc); err != nil {
 		t.Fatal(err)
 	}
-	h, keys, _ := testRouter(t)
+	public, keys, reg := testRouter(t)
+	admin := Admin(reg)
 	var documented []string
 	for path, ops := range doc.Paths {
 		for method := range ops {
@@ -124,6 +125,10 @@ func TestOpenAPIMatchesRouter(t *testing.T) {
 			rec := httptest.NewRecorder()
 			req := httptest.NewRequest(m, p, strings.NewReader(""))
 			req.Header.Set("Authorization", "Bearer "+keys.operator)
+			h := public
+			if path == "/metrics" { // the admin listener's (documented as such)
+				h = admin
+			}
 			h.ServeHTTP(rec, req)
 			if rec.Code == http.StatusNotFound || rec.Code == http.StatusMethodNotAllowed {
 				t.Errorf("%s %s is documented but not routed (%d)", m, path, rec.Code)
@@ -136,10 +141,10 @@ func TestOpenAPIMatchesRouter(t *testing.T) {
 			t.Errorf("%s is routed but not in schemas/openapi.yaml", r)
 		}
 	}
-	for _, probe := range []string{"GET /v1/events", "DELETE /v1/tenants/acme/mau", "GET /v1/nothing"} {
+	for _, probe := range []string{"GET /v1/events", "DELETE /v1/tenants/acme/mau", "GET /v1/nothing", "GET /metrics", "GET /debug/pprof/"} {
 		method, path, _ := strings.Cut(probe, " ")
 		rec := httptest.NewRecorder()
-		h.ServeHTTP(rec, httptest.NewRequest(method, path, nil))
+		public.ServeHTTP(rec, httptest.NewRequest(method, path, nil))
 		if rec.Code != http.StatusNotFound && rec.Code != http.StatusMethodNotAllowed {
 			t.Errorf("%s answered %d, want 404 or 405", probe, rec.Code)
 		}
@@ -250,7 +255,7 @@ func TestOpenAPIDocumentsIngest(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	router := New(Config{Catalog: cat, Ingest: h, Gatherer: prometheus.NewRegistry()})
+	router := New(Config{Catalog: cat, Ingest: h})
 	ev := `{"tenant_id":"acme","app_id":"a","guid":"g","event":"search","ts":"2026-11-10T11:00:00Z"}` + "\n"
 	seen := map[int]bool{}
 	f := func(name, auth, encoding, body string, wantCode int) {

@@ -5,8 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net/http"
+	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -23,18 +26,51 @@ import (
 // tenant (so unauthenticated callers cannot tell which tenants exist); with a tenant's read key,
 // 403 for every other tenant, existing or not; only an operator key gets 404 for an unknown
 // tenant.
+//
+// Each key may make a limited rate of reads (SetLimits): a token bucket of requests per key,
+// one rate for read keys and one for operator keys; over it, 429 with Retry-After.
 type Auth struct {
 	keys     atomic.Pointer[tenant.ReadKeyring]
 	failures *prometheus.CounterVec
 	reloads  *prometheus.CounterVec
+	limited  *prometheus.CounterVec
 	log      *slog.Logger
+
+	limits  [2]ReadLimit // read keys, operator keys
+	now     func() time.Time
+	mu      sync.Mutex
+	buckets map[string]*bucket // by key id: bounded by the keys the catalogue ever held
+}
+
+// ReadLimit is a token bucket of read requests per key: PerSecond refill, Burst capacity.
+type ReadLimit struct {
+	PerSecond float64 // 0: no limit
+	Burst     int     // 0: one second of PerSecond, at least 1
+}
+
+// CodeReadRateLimited is the code of a read refused with 429.
+const CodeReadRateLimited = "read_rate_limited"
+
+// SetLimits sets the rate limits of read keys and operator keys; call it before serving.
+// now is the clock of the buckets (nil: time.Now).
+func (a *Auth) SetLimits(read, operator ReadLimit, now func() time.Time) error {
+	for _, l := range []ReadLimit{read, operator} {
+		if l.PerSecond < 0 || l.Burst < 0 || math.IsNaN(l.PerSecond) || math.IsInf(l.PerSecond, 0) {
+			return fmt.Errorf("read limit %+v: must be a finite number, not negative", l)
+		}
+	}
+	if now == nil {
+		now = time.Now
+	}
+	a.limits, a.now = [2]ReadLimit{read, operator}, now
+	return nil
 }
 
 // NewAuth returns the guard of the read endpoints with keys (Catalog.ReadKeyring; nil: no key,
 // every read is refused) and registers its metrics with reg.
 func NewAuth(keys *tenant.ReadKeyring, log *slog.Logger, reg prometheus.Registerer) (*Auth, error) {
 	a := newAuth(keys, log)
-	for _, c := range []prometheus.Collector{a.failures, a.reloads} {
+	for _, c := range []prometheus.Collector{a.failures, a.reloads, a.limited} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("read auth metrics: %w", err)
 		}
@@ -47,6 +83,10 @@ func newAuth(keys *tenant.ReadKeyring, log *slog.Logger) *Auth {
 		log = slog.New(slog.DiscardHandler)
 	}
 	a := &Auth{
+		buckets: map[string]*bucket{},
+		now:     time.Now,
+		limited: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "maumeter_read_rate_limited_total",
+			Help: "Reads of MAU or invoices refused with 429, by key kind (read, operator): the key's rate limit."}, []string{"kind"}),
 		failures: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "maumeter_read_auth_failures_total",
 			Help: "Reads of MAU or invoices refused: 401 by reason (missing, malformed, wrong_kind, unknown_key, wrong_secret), 403 as other_tenant."}, []string{"reason"}),
 		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "maumeter_read_key_reloads_total",
@@ -104,6 +144,18 @@ func (a *Auth) authorize(w http.ResponseWriter, r *http.Request, tenantID string
 		a.unauthorized(w, r, reason, err, realm+`, error="invalid_token"`, msg)
 		return false
 	}
+	// The limit comes before the tenant check: probing other tenants costs tokens too.
+	if ok, wait := a.take(k); !ok {
+		kind := "read"
+		if k.Kind() == tenant.KindOperator {
+			kind = "operator"
+		}
+		a.limited.WithLabelValues(kind).Inc()
+		a.log.Debug("read refused: rate limit", "key", k.ID, "kind", kind, "remote", r.RemoteAddr)
+		w.Header().Set("Retry-After", strconv.Itoa(max(1, int(math.Ceil(wait.Seconds())))))
+		writeJSON(w, http.StatusTooManyRequests, map[string]string{"error": fmt.Sprintf("key %s exceeded its rate of reads; retry later", k.ID), "code": CodeReadRateLimited})
+		return false
+	}
 	if !k.MayRead(tenantID) {
 		a.failures.WithLabelValues("other_tenant").Inc()
 		a.log.Info("read refused: key of another tenant", "key", k.ID, "key_tenant", k.Tenant(), "remote", r.RemoteAddr)
@@ -112,6 +164,64 @@ func (a *Auth) authorize(w http.ResponseWriter, r *http.Request, tenantID string
 		return false
 	}
 	return true
+}
+
+// operator reports whether the request carries a valid operator key. It counts no failure: it
+// only decides how much /readyz says.
+func (a *Auth) operator(r *http.Request) bool {
+	plain, ok := bearer(r)
+	if !ok {
+		return false
+	}
+	k, err := a.keys.Load().Authenticate(plain)
+	return err == nil && k.Kind() == tenant.KindOperator
+}
+
+// take takes one token of k's bucket, or says how long until there is one.
+func (a *Auth) take(k *tenant.ReadKey) (bool, time.Duration) {
+	l := a.limits[0]
+	if k.Kind() == tenant.KindOperator {
+		l = a.limits[1]
+	}
+	if l.PerSecond <= 0 {
+		return true, 0
+	}
+	now := a.now()
+	a.mu.Lock()
+	b, ok := a.buckets[k.ID]
+	if !ok {
+		burst := float64(l.Burst)
+		if burst <= 0 {
+			burst = math.Max(1, l.PerSecond)
+		}
+		b = &bucket{rate: l.PerSecond, burst: burst, tokens: burst, last: now}
+		a.buckets[k.ID] = b
+	}
+	a.mu.Unlock()
+	return b.take(now)
+}
+
+// bucket is a token bucket of requests. Safe for concurrent use.
+type bucket struct {
+	rate, burst float64
+
+	mu     sync.Mutex
+	tokens float64
+	last   time.Time
+}
+
+func (b *bucket) take(now time.Time) (bool, time.Duration) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if dt := now.Sub(b.last); dt > 0 {
+		b.tokens = math.Min(b.burst, b.tokens+dt.Seconds()*b.rate)
+		b.last = now
+	}
+	if b.tokens >= 1 {
+		b.tokens--
+		return true, 0
+	}
+	return false, time.Duration((1 - b.tokens) / b.rate * float64(time.Second))
 }
 
 func (a *Auth) unauthorized(w http.ResponseWriter, r *http.Request, reason string, err error, challenge, msg string) {

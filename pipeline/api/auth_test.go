@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -141,20 +142,113 @@ func TestReadAuthorization(t *testing.T) {
 	}
 }
 
-// TestOpenOperations: /metrics, /healthz and /readyz need no key (they carry no MAU and no bill).
+// TestOpenOperations: /healthz and /readyz need no key (they carry no MAU and no bill); /metrics
+// and pprof are not on the public listener but on the admin one, without a key.
 func TestOpenOperations(t *testing.T) {
-	h, _, _ := testRouter(t)
-	for _, url := range []string{"/metrics", "/healthz", "/readyz"} {
+	h, _, reg := testRouter(t)
+	for _, url := range []string{"/healthz", "/readyz"} {
 		if rec := get(h, url, ""); rec.Code != http.StatusOK {
 			t.Errorf("GET %s without a key = %d %s, want 200", url, rec.Code, rec.Body)
 		}
+	}
+	for _, url := range []string{"/metrics", "/debug/pprof/", "/debug/pprof/heap"} {
+		if rec := get(h, url, ""); rec.Code != http.StatusNotFound {
+			t.Errorf("public GET %s = %d, want 404: it belongs to the admin listener", url, rec.Code)
+		}
+	}
+	get(h, "/v1/tenants/acme/mau", "") // a 401, counted
+	admin := Admin(reg)
+	if rec := get(admin, "/metrics", ""); rec.Code != http.StatusOK || !strings.Contains(rec.Body.String(), "maumeter_read_auth_failures_total") {
+		t.Errorf("admin GET /metrics = %d, want 200 with the registry's metrics:\n%.300s", rec.Code, rec.Body)
+	}
+	if rec := get(admin, "/debug/pprof/heap?debug=1", ""); rec.Code != http.StatusOK || !strings.Contains(rec.Body.String(), "heap profile") {
+		t.Errorf("admin GET /debug/pprof/heap = %d, want 200 with a heap profile:\n%.300s", rec.Code, rec.Body)
+	}
+}
+
+// TestReadyzDetailsForOperators: anyone learns ready or not (200/503) from /readyz; only an
+// operator key gets each check and its error, which can name internal addresses.
+func TestReadyzDetailsForOperators(t *testing.T) {
+	cat, keys := testCatalog(t)
+	var broken atomic.Bool
+	h := New(Config{Catalog: cat, Auth: newAuth(cat.ReadKeyring(), nil), Now: fixedNow, Ready: []Check{
+		{Name: "clickhouse", Fn: func(context.Context) error {
+			if broken.Load() {
+				return errors.New("dial tcp 10.1.2.3:9000: connection refused")
+			}
+			return nil
+		}},
+		{Name: "counter", Fn: func(context.Context) error { return nil }},
+	}})
+	f := func(auth string, wantCode int, wantBody string) {
+		t.Helper()
+		rec := get(h, "/readyz", auth)
+		if body := strings.TrimSpace(rec.Body.String()); rec.Code != wantCode || body != wantBody {
+			t.Errorf("GET /readyz with %q = %d %s, want %d %s", auth, rec.Code, body, wantCode, wantBody)
+		}
+	}
+	f("", 200, `{"status":"ready"}`)
+	f("Bearer "+keys.operator, 200, `{"status":"ready","checks":{"clickhouse":"ok","counter":"ok"}}`)
+	broken.Store(true)
+	for _, auth := range []string{"", "Bearer " + keys.acmeRead, "Bearer " + keys.acmeIngest, "Bearer mmo_0000000000000000_" + strings.Repeat("A", 43)} {
+		f(auth, 503, `{"status":"not ready"}`)
+	}
+	f("Bearer "+keys.operator, 503, `{"status":"not ready","checks":{"clickhouse":"dial tcp 10.1.2.3:9000: connection refused","counter":"ok"},"failed":{"clickhouse":"dial tcp 10.1.2.3:9000: connection refused"}}`)
+}
+
+// TestReadRateLimit: each read or operator key has its own token bucket of requests; over it,
+// 429 read_rate_limited with Retry-After, counted by kind; another key is not affected, and
+// the bucket refills with time. The limit is checked before the tenant, so probing other
+// tenants costs tokens too.
+func TestReadRateLimit(t *testing.T) {
+	cat, keys := testCatalog(t)
+	reg := prometheus.NewRegistry()
+	auth, err := NewAuth(cat.ReadKeyring(), nil, reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clk := fixedNow()
+	if err := auth.SetLimits(ReadLimit{PerSecond: 1, Burst: 2}, ReadLimit{PerSecond: 10, Burst: 3}, func() time.Time { return clk }); err != nil {
+		t.Fatal(err)
+	}
+	h := New(Config{Catalog: cat, MAU: fixedMAU(7), Invoices: fixedInvoices{}, Auth: auth, Now: fixedNow})
+	f := func(name, url, key string, wantCode int) {
+		t.Helper()
+		rec := get(h, url, "Bearer "+key)
+		if rec.Code != wantCode {
+			t.Errorf("%s: GET %s = %d %s, want %d", name, url, rec.Code, rec.Body, wantCode)
+		}
+		if wantCode == 429 && (rec.Header().Get("Retry-After") != "1" || !strings.Contains(rec.Body.String(), `"code":"read_rate_limited"`)) {
+			t.Errorf("%s: 429 with Retry-After %q and body %s, want 1 and code read_rate_limited", name, rec.Header().Get("Retry-After"), rec.Body)
+		}
+	}
+	f("acme 1st", "/v1/tenants/acme/mau", keys.acmeRead, 200)
+	f("acme 2nd (invoices share the bucket)", "/v1/tenants/acme/invoices", keys.acmeRead, 200)
+	f("acme 3rd", "/v1/tenants/acme/mau", keys.acmeRead, 429)
+	f("acme probing globex", "/v1/tenants/globex/mau", keys.acmeRead, 429)
+	f("globex's own key", "/v1/tenants/globex/mau", keys.globexRead, 200)
+	for i := range 3 {
+		f(fmt.Sprint("operator ", i+1), "/v1/tenants/acme/mau", keys.operator, 200)
+	}
+	f("operator 4th", "/v1/tenants/acme/mau", keys.operator, 429)
+	clk = clk.Add(time.Second)
+	f("acme a second later", "/v1/tenants/acme/mau", keys.acmeRead, 200)
+	f("acme again", "/v1/tenants/acme/mau", keys.acmeRead, 429)
+	f("operator a second later (10/s)", "/v1/tenants/globex/mau", keys.operator, 200)
+	for kind, want := range map[string]float64{"read": 3, "operator": 1} {
+		if got, _, _ := promtest.Value(reg, "maumeter_read_rate_limited_total", "kind", kind); got != want {
+			t.Errorf("maumeter_read_rate_limited_total{kind=%s} = %g, want %g", kind, got, want)
+		}
+	}
+	if err := auth.SetLimits(ReadLimit{PerSecond: -1}, ReadLimit{}, nil); err == nil {
+		t.Error("a negative read rate was accepted")
 	}
 }
 
 // Without an Auth the router refuses every read rather than serving it.
 func TestNoAuthRefusesReads(t *testing.T) {
 	cat, keys := testCatalog(t)
-	h := New(Config{Catalog: cat, MAU: fixedMAU(1), Invoices: fixedInvoices{}, Gatherer: prometheus.NewRegistry(), Now: fixedNow})
+	h := New(Config{Catalog: cat, MAU: fixedMAU(1), Invoices: fixedInvoices{}, Now: fixedNow})
 	for _, url := range []string{"/v1/tenants/acme/mau", "/v1/tenants/acme/invoices"} {
 		if rec := get(h, url, "Bearer "+keys.operator); rec.Code != http.StatusUnauthorized {
 			t.Errorf("GET %s with no Auth configured = %d, want 401", url, rec.Code)
@@ -172,7 +266,7 @@ func TestReadKeysNeverIngest(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	router := New(Config{Catalog: cat, Ingest: h, Gatherer: prometheus.NewRegistry()})
+	router := New(Config{Catalog: cat, Ingest: h})
 	ev := `{"tenant_id":"acme","app_id":"a","guid":"g","event":"search","ts":"2026-11-10T11:00:00Z"}` + "\n"
 	f := func(name, key string, want int) {
 		t.Helper()
@@ -223,7 +317,7 @@ func TestReadKeysReload(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := New(Config{Catalog: cat, MAU: fixedMAU(7), Auth: auth, Gatherer: reg, Now: fixedNow})
+	h := New(Config{Catalog: cat, MAU: fixedMAU(7), Auth: auth, Now: fixedNow})
 	status := func(key string) int { return get(h, "/v1/tenants/acme/mau", "Bearer "+key).Code }
 	if status(keys.acmeRead) != 200 || status(newKey) != 401 {
 		t.Fatalf("before any reload: old key %d, new key %d; want 200, 401", status(keys.acmeRead), status(newKey))
@@ -301,7 +395,7 @@ func TestOpenAPIDocumentsReads(t *testing.T) {
 	cat, keys := testCatalog(t)
 	_, stray := testCatalog(t)
 	newRouter := func(mau MAUReader, inv InvoiceReader) http.Handler {
-		return New(Config{Catalog: cat, MAU: mau, Invoices: inv, Auth: newAuth(cat.ReadKeyring(), nil), Gatherer: prometheus.NewRegistry(),
+		return New(Config{Catalog: cat, MAU: mau, Invoices: inv, Auth: newAuth(cat.ReadKeyring(), nil),
 			Now: fixedNow})
 	}
 	h, down := newRouter(fixedMAU(42), fixedInvoices{}), newRouter(failingReader{}, failingReader{})
@@ -344,6 +438,21 @@ func TestOpenAPIDocumentsReads(t *testing.T) {
 			check(a.name, get(h, "/v1/tenants/"+a.tenant+"/"+endpoint+a.query, a.auth))
 		}
 		check("store down", get(down, "/v1/tenants/acme/"+endpoint, "Bearer "+keys.operator))
+		slow := newAuth(cat.ReadKeyring(), nil)
+		if err := slow.SetLimits(ReadLimit{PerSecond: 0.001, Burst: 1}, ReadLimit{}, fixedNow); err != nil {
+			t.Fatal(err)
+		}
+		limited := New(Config{Catalog: cat, MAU: fixedMAU(42), Invoices: fixedInvoices{}, Auth: slow, Now: fixedNow})
+		for i := range 2 {
+			rec := get(limited, "/v1/tenants/acme/"+endpoint, "Bearer "+keys.acmeRead)
+			check(fmt.Sprint("read key over its rate, read ", i+1), rec)
+			if i == 1 && (rec.Code != http.StatusTooManyRequests || rec.Header().Get("Retry-After") == "") {
+				t.Errorf("GET %s, a read key's 2nd read at 1 per 1000 s: %d (Retry-After %q), want 429 with Retry-After", path, rec.Code, rec.Header().Get("Retry-After"))
+			}
+		}
+		if name, ok := strings.CutPrefix(op.Responses["429"].Ref, "#/components/responses/"); !ok || doc.Components.Responses[name].Headers["Retry-After"] == nil {
+			t.Errorf("GET %s: response 429 does not document Retry-After", path)
+		}
 		for code := range op.Responses {
 			if c, _ := strconv.Atoi(code); !seen[c] {
 				t.Errorf("schemas/openapi.yaml documents %s for GET %s; the table did not provoke it", code, path)

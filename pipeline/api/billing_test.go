@@ -89,7 +89,7 @@ func TestMAUBilling(t *testing.T) {
 	// 23 hours and 23 whole days are ahead. In UTC it is 16:00: 8 of 24 hours and 23 days.
 	now := time.Date(2026, 3, 8, 16, 0, 0, 0, time.UTC)
 	h := New(Config{Catalog: cat, MAU: fakeCounter{closed: map[string]bool{"2026-02": true}}, Plans: plans, Usage: usage,
-		Auth: auth, Gatherer: prometheus.NewRegistry(), Now: func() time.Time { return now }})
+		Auth: auth, Now: func() time.Time { return now }})
 	read := func(url string) (MAUResponse, string) {
 		t.Helper()
 		rec := get(h, url, "Bearer "+key)

@@ -5,21 +5,25 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"strings"
 	"testing"
-
-	"github.com/prometheus/client_golang/prometheus"
 )
 
 // TestReadyReportOnly: a failing check makes /readyz 503 and names it under failed; a
-// report-only check is listed under reported and leaves it 200.
+// report-only check is listed under reported and leaves it 200. Both lists go to an operator
+// key only; anyone else gets the same status without them.
 func TestReadyReportOnly(t *testing.T) {
 	bad := func(context.Context) error { return errors.New("no progress for 2m0s") }
 	parked := func(context.Context) error { return errors.New("7 parked events wait") }
 	ok := func(context.Context) error { return nil }
 	f := func(name string, checks []Check, code int, failed, reported map[string]string) {
 		t.Helper()
-		h := New(Config{Gatherer: prometheus.NewRegistry(), Ready: checks, Now: fixedNow})
-		rec := get(h, "/readyz", "")
+		cat, keys := testCatalog(t)
+		h := New(Config{Catalog: cat, Auth: newAuth(cat.ReadKeyring(), nil), Ready: checks, Now: fixedNow})
+		if anon := get(h, "/readyz", ""); anon.Code != code || strings.Contains(anon.Body.String(), "parked") {
+			t.Errorf("%s: without a key: %d %s, want %d and no details", name, anon.Code, anon.Body, code)
+		}
+		rec := get(h, "/readyz", "Bearer "+keys.operator)
 		var body struct {
 			Status   string            `json:"status"`
 			Failed   map[string]string `json:"failed"`

@@ -62,6 +62,10 @@ type Config struct {
 	// MaxInFlight bounds the requests served at once (each holds up to MaxBodyBytes); more get
 	// 429 at once (default 256).
 	MaxInFlight int
+	// TenantMaxInFlight bounds the requests of one tenant served at once, inside MaxInFlight,
+	// so that one tenant (slow bodies, a flood) cannot take every slot of the gateway; the
+	// catalogue's ingest_limit.max_inflight overrides it (default MaxInFlight/4, at least 1).
+	TenantMaxInFlight int
 }
 
 // Validate fills defaults and checks the rest.
@@ -84,6 +88,15 @@ func (c *Config) Validate() error {
 	if c.MaxInFlight <= 0 {
 		c.MaxInFlight = 256
 	}
+	if c.TenantMaxInFlight < 0 {
+		return fmt.Errorf("ingest: tenant max in-flight %d: must not be negative", c.TenantMaxInFlight)
+	}
+	if c.TenantMaxInFlight == 0 {
+		c.TenantMaxInFlight = max(1, c.MaxInFlight/4)
+	}
+	if c.TenantMaxInFlight > c.MaxInFlight {
+		return fmt.Errorf("ingest: tenant max in-flight %d exceeds max in-flight %d", c.TenantMaxInFlight, c.MaxInFlight)
+	}
 	if c.TenantLimit.EventsPerSecond < 0 || c.TenantLimit.Burst < 0 {
 		return fmt.Errorf("ingest: tenant limit %+v: must not be negative", c.TenantLimit)
 	}
@@ -99,6 +112,7 @@ type Handler struct {
 	catalog  *tenant.Catalog
 	keys     atomic.Pointer[tenant.Keyring]
 	limits   limits
+	slots    slots
 	inflight chan struct{}
 	caps     CapState
 	producer Producer
@@ -110,6 +124,7 @@ type Handler struct {
 	requests     *prometheus.CounterVec
 	authFailures *prometheus.CounterVec
 	limited      *prometheus.CounterVec
+	inflightG    *prometheus.GaugeVec
 	reloads      *prometheus.CounterVec
 	duration     prometheus.Histogram
 	produceTime  prometheus.Histogram
@@ -125,6 +140,7 @@ func New(cfg Config, catalog *tenant.Catalog, producer Producer, caps CapState, 
 	h := &Handler{
 		cfg: cfg, catalog: catalog, producer: producer, caps: caps, now: now, log: log,
 		limits:   newLimits(catalog, cfg.TenantLimit, cfg.MaxEvents, now()),
+		slots:    newSlots(catalog, cfg.TenantMaxInFlight, cfg.MaxInFlight),
 		inflight: make(chan struct{}, cfg.MaxInFlight),
 		// Tenant labels come from authenticated keys, so from the catalogue, never from what
 		// clients send.
@@ -132,13 +148,16 @@ func New(cfg Config, catalog *tenant.Catalog, producer Producer, caps CapState, 
 		rejected:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: "maumeter_ingest_events_rejected_total", Help: "Events rejected, by reason."}, []string{"reason"}),
 		requests:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: "maumeter_ingest_requests_total", Help: "Ingest requests by HTTP status."}, []string{"code"}),
 		authFailures: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "maumeter_ingest_auth_failures_total", Help: "Requests refused with 401, by reason (missing, malformed, wrong_kind, unknown_key, wrong_secret)."}, []string{"reason"}),
-		limited:      prometheus.NewCounterVec(prometheus.CounterOpts{Name: "maumeter_ingest_rate_limited_total", Help: "Requests refused with 429, by tenant (\"\" when the gateway was overloaded)."}, []string{"tenant"}),
-		reloads:      prometheus.NewCounterVec(prometheus.CounterOpts{Name: "maumeter_ingest_key_reloads_total", Help: "Reloads of the ingest keys from the catalogue file, by result."}, []string{"result"}),
-		duration:     prometheus.NewHistogram(prometheus.HistogramOpts{Name: "maumeter_ingest_request_seconds", Help: "Time to answer POST /v1/events.", Buckets: prometheus.ExponentialBuckets(0.001, 2.5, 12)}),
-		produceTime:  prometheus.NewHistogram(prometheus.HistogramOpts{Name: "maumeter_ingest_produce_seconds", Help: "Time Kafka took to confirm a batch (or to fail).", Buckets: prometheus.ExponentialBuckets(0.001, 2.5, 12)}),
+		limited: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "maumeter_ingest_rate_limited_total",
+			Help: "Requests refused with 429, by tenant and reason (tenant_rate_limited, tenant_inflight_limit, gateway_overloaded)."}, []string{"tenant", "reason"}),
+		inflightG: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "maumeter_ingest_inflight_requests",
+			Help: "Ingest requests being served, by tenant (each holds one of the tenant's and one of the gateway's slots)."}, []string{"tenant"}),
+		reloads:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: "maumeter_ingest_key_reloads_total", Help: "Reloads of the ingest keys from the catalogue file, by result."}, []string{"result"}),
+		duration:    prometheus.NewHistogram(prometheus.HistogramOpts{Name: "maumeter_ingest_request_seconds", Help: "Time to answer POST /v1/events.", Buckets: prometheus.ExponentialBuckets(0.001, 2.5, 12)}),
+		produceTime: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "maumeter_ingest_produce_seconds", Help: "Time Kafka took to confirm a batch (or to fail).", Buckets: prometheus.ExponentialBuckets(0.001, 2.5, 12)}),
 	}
 	h.keys.Store(catalog.Keyring())
-	for _, c := range []prometheus.Collector{h.accepted, h.rejected, h.requests, h.authFailures, h.limited, h.reloads, h.duration, h.produceTime} {
+	for _, c := range []prometheus.Collector{h.accepted, h.rejected, h.requests, h.authFailures, h.limited, h.inflightG, h.reloads, h.duration, h.produceTime} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("ingest metrics: %w", err)
 		}
@@ -155,7 +174,16 @@ type Response struct {
 // ErrorBody is the body of a request that was refused as a whole.
 type ErrorBody struct {
 	Error string `json:"error"`
+	Code  string `json:"code,omitempty"` // machine-readable, on 429: one of the Code* constants
 }
+
+// Codes of a 429: which limit refused the request. None of them consumed anything of the
+// request's body or of another tenant's capacity.
+const (
+	CodeTenantRateLimited   = "tenant_rate_limited"   // the tenant's token bucket of events is empty or too low for the batch
+	CodeTenantInflightLimit = "tenant_inflight_limit" // the tenant already has its maximum of requests in flight on this gateway
+	CodeGatewayOverloaded   = "gateway_overloaded"    // the gateway has its maximum of requests in flight (every tenant together)
+)
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
@@ -185,20 +213,37 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.authFailure(w, r, "wrong_secret", err)
 		return
 	}
+	// Everything that can refuse the request from its headers does so before it takes a slot:
+	// a declared body that is too large, the tenant's rate, then the tenant's own slots, and
+	// only then one of the gateway's, so that a tenant over its share never holds (or waits
+	// for) a slot another tenant could use.
+	if r.ContentLength > h.cfg.MaxBodyBytes {
+		shed(w)
+		h.fail(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body of %d bytes exceeds the limit of %d bytes", r.ContentLength, h.cfg.MaxBodyBytes))
+		return
+	}
+	tid := key.Tenant()
+	limit := h.limits[tid]
+	if ok, wait := limit.take(0, h.now()); !ok { // an empty bucket refuses before the body is read
+		h.tooMany(w, tid, CodeTenantRateLimited, wait, fmt.Sprintf("rate limit of tenant %s (%g events/s) exceeded; retry later", tid, limit.rate))
+		return
+	}
+	ts := h.slots.of(tid)
+	if !ts.acquire() {
+		h.tooMany(w, tid, CodeTenantInflightLimit, time.Second, fmt.Sprintf("tenant %s has %d requests in flight on this gateway, its maximum; retry later", tid, ts.max))
+		return
+	}
+	defer ts.release()
 	select {
 	case h.inflight <- struct{}{}:
 		defer func() { <-h.inflight }()
 	default:
-		h.limited.WithLabelValues("").Inc()
-		h.tooMany(w, time.Second, fmt.Sprintf("gateway overloaded (%d requests in flight); retry later", h.cfg.MaxInFlight))
+		h.tooMany(w, tid, CodeGatewayOverloaded, time.Second, fmt.Sprintf("gateway overloaded (%d requests in flight); retry later", h.cfg.MaxInFlight))
 		return
 	}
-	limit := h.limits[key.Tenant()]
-	if ok, wait := limit.take(0, h.now()); !ok { // an empty bucket refuses before the body is read
-		h.limited.WithLabelValues(key.Tenant()).Inc()
-		h.tooMany(w, wait, fmt.Sprintf("rate limit of tenant %s (%g events/s) exceeded; retry later", key.Tenant(), limit.rate))
-		return
-	}
+	gauge := h.inflightG.WithLabelValues(tid)
+	gauge.Inc()
+	defer gauge.Dec()
 	body, status, err := h.readBody(r)
 	if err != nil {
 		h.fail(w, status, err.Error())
@@ -214,8 +259,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if ok, wait := limit.take(len(raws), h.now()); !ok {
-		h.limited.WithLabelValues(key.Tenant()).Inc()
-		h.tooMany(w, wait, fmt.Sprintf("rate limit of tenant %s (%g events/s) exceeded by this batch of %d events; nothing was accepted, retry later", key.Tenant(), limit.rate, len(raws)))
+		h.tooMany(w, tid, CodeTenantRateLimited, wait, fmt.Sprintf("rate limit of tenant %s (%g events/s) exceeded by this batch of %d events; nothing was accepted, retry later", key.Tenant(), limit.rate, len(raws)))
 		return
 	}
 	good, rejected := h.validate(key, raws, h.now())
@@ -291,9 +335,24 @@ func retryAfter(d time.Duration) string {
 	return strconv.Itoa(max(1, int(math.Ceil(d.Seconds()))))
 }
 
-func (h *Handler) tooMany(w http.ResponseWriter, wait time.Duration, msg string) {
+// shed closes the connection of a request refused without reading its body, once the answer
+// is written. Otherwise net/http first reads what is left of a body of up to 256 KiB (to keep
+// the connection), before it even sends the answer: a stalled or trickling client would wait
+// for its refusal, and hold a goroutine and a file descriptor, until --http-read-timeout, and
+// a flood of them could exhaust the gateway's descriptors for every tenant.
+func shed(w http.ResponseWriter) {
+	w.Header().Set("Connection", "close")
+	_ = http.NewResponseController(w).SetReadDeadline(time.Now()) // not supported by test recorders
+}
+
+// tooMany answers 429 with Retry-After and the code of the limit that refused the request,
+// and closes the connection (shed).
+func (h *Handler) tooMany(w http.ResponseWriter, tenantID, code string, wait time.Duration, msg string) {
+	shed(w)
+	h.limited.WithLabelValues(tenantID, code).Inc()
 	w.Header().Set("Retry-After", retryAfter(wait))
-	h.fail(w, http.StatusTooManyRequests, msg)
+	h.requests.WithLabelValues(strconv.Itoa(http.StatusTooManyRequests)).Inc()
+	writeJSON(w, http.StatusTooManyRequests, ErrorBody{Error: msg, Code: code})
 }
 
 func (h *Handler) readBody(r *http.Request) ([]byte, int, error) {

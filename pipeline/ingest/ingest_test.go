@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -19,6 +20,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/segmentio/kafka-go"
 
 	"github.com/maumeter/maumeter/pipeline/bus"
@@ -574,7 +576,7 @@ func TestRateLimit(t *testing.T) {
 // TestOverloadGives429: with every in-flight slot taken by requests waiting for Kafka, a new
 // request is refused at once with 429 rather than queued.
 func TestOverloadGives429(t *testing.T) {
-	h, rec, keys, _ := recordingHandler(t, Config{MaxInFlight: 2}, nil)
+	h, rec, keys, _ := recordingHandler(t, Config{MaxInFlight: 2, TenantMaxInFlight: 2}, nil)
 	rec.block = make(chan struct{})
 	var wg sync.WaitGroup
 	codes := make(chan int, 2)
@@ -586,8 +588,9 @@ func TestOverloadGives429(t *testing.T) {
 	}
 	start := time.Now()
 	r := post(h, keys.globex, []byte(ev("globex", "globex-app", "late")))
-	if r.Code != http.StatusTooManyRequests || r.Header().Get("Retry-After") == "" || time.Since(start) > time.Second {
-		t.Errorf("third request: %d %s after %s, want 429 with Retry-After at once", r.Code, r.Body, time.Since(start))
+	if r.Code != http.StatusTooManyRequests || r.Header().Get("Retry-After") == "" || time.Since(start) > time.Second ||
+		!strings.Contains(r.Body.String(), `"code":"gateway_overloaded"`) {
+		t.Errorf("third request: %d %s after %s, want 429 gateway_overloaded with Retry-After at once", r.Code, r.Body, time.Since(start))
 	}
 	close(rec.block)
 	wg.Wait()
@@ -632,5 +635,136 @@ func TestPOCCap(t *testing.T) {
 	}
 	if rec.count() != 3 {
 		t.Fatalf("%d events produced, want 3", rec.count())
+	}
+}
+
+// TestTenantInflightLimit: a tenant whose requests stall in their bodies holds at most its own
+// slots; its next request gets 429 tenant_inflight_limit at once, and another tenant is served
+// from the gateway's remaining slots. The slots are taken before the body is read, so a
+// stalled body holds one; a slot comes back when its request ends.
+func TestTenantInflightLimit(t *testing.T) {
+	h, _, keys, _ := recordingHandler(t, Config{MaxInFlight: 3, TenantMaxInFlight: 2}, nil)
+	var wg sync.WaitGroup
+	var writers []*io.PipeWriter
+	codes := make(chan int, 2)
+	for range 2 {
+		pr, pw := io.Pipe()
+		writers = append(writers, pw)
+		req := httptest.NewRequest(http.MethodPost, "/v1/events", pr)
+		req.Header.Set("Authorization", "Bearer "+keys.acme)
+		wg.Go(func() {
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, req)
+			codes <- rec.Code
+		})
+	}
+	for len(h.inflight) < 2 {
+		time.Sleep(time.Millisecond)
+	}
+	f := func(name, key, body string, wantCode int, wantErrCode string) {
+		t.Helper()
+		r := post(h, key, []byte(body))
+		var eb ErrorBody
+		_ = json.Unmarshal(r.Body.Bytes(), &eb)
+		if r.Code != wantCode || eb.Code != wantErrCode || (wantCode == 429) != (r.Header().Get("Retry-After") != "") {
+			t.Errorf("%s: %d %s (Retry-After %q), want %d %q", name, r.Code, r.Body, r.Header().Get("Retry-After"), wantCode, wantErrCode)
+		}
+	}
+	f("acme over its 2 slots", keys.acme, ev("acme", "acme-super", "x"), 429, CodeTenantInflightLimit)
+	f("acme's other key: same tenant", keys.acmeQA, ev("acme", "acme-qa", "x"), 429, CodeTenantInflightLimit)
+	f("globex, one gateway slot left", keys.globex, ev("globex", "globex-app", "x"), 200, "")
+	// A declared body over the limit is refused before any slot is looked at.
+	big := httptest.NewRequest(http.MethodPost, "/v1/events", strings.NewReader("[]"))
+	big.Header.Set("Authorization", "Bearer "+keys.acme)
+	big.ContentLength = event.MaxBatchBytes + 1
+	if rec := httptest.NewRecorder(); func() bool { h.ServeHTTP(rec, big); return rec.Code != http.StatusRequestEntityTooLarge }() {
+		t.Errorf("acme with a declared body over the limit: want 413 before the slots")
+	}
+	// The stalled bodies end: their slots come back.
+	for i, pw := range writers {
+		fmt.Fprint(pw, ev("acme", "acme-super", fmt.Sprint("stalled", i)))
+		pw.Close()
+	}
+	wg.Wait()
+	close(codes)
+	for c := range codes {
+		if c != 200 {
+			t.Errorf("stalled request answered %d once its body came, want 200", c)
+		}
+	}
+	f("acme after its requests ended", keys.acme, ev("acme", "acme-super", "y"), 200, "")
+	if got := metricValue(t, h.limited.WithLabelValues("acme", CodeTenantInflightLimit)); got != 2 {
+		t.Errorf("maumeter_ingest_rate_limited_total{acme,tenant_inflight_limit} = %g, want 2", got)
+	}
+	if got := metricValue(t, h.inflightG.WithLabelValues("acme")); got != 0 {
+		t.Errorf("maumeter_ingest_inflight_requests{acme} = %g after the requests ended, want 0", got)
+	}
+}
+
+// TestTenantInflightOverride: the catalogue's ingest_limit.max_inflight overrides the default,
+// capped at the gateway's total; an ingest_limit giving only max_inflight keeps the default
+// rate, one giving events_per_second: 0 lifts it.
+func TestTenantInflightOverride(t *testing.T) {
+	c, err := tenant.Parse("t.yaml", []byte(`tenants:
+  - {id: a, plan: pro, purchased: 2026-01-01, apps: [a1], ingest_limit: {max_inflight: 7}}
+  - {id: b, plan: pro, purchased: 2026-01-01, apps: [b1], ingest_limit: {max_inflight: 500}}
+  - {id: c, plan: pro, purchased: 2026-01-01, apps: [c1], ingest_limit: {events_per_second: 0}}
+  - {id: d, plan: pro, purchased: 2026-01-01, apps: [d1]}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := newSlots(c, 16, 64)
+	for id, want := range map[string]int64{"a": 7, "b": 64, "c": 16, "d": 16, "unknown": 16} {
+		if got := s.of(id).max; got != want {
+			t.Errorf("slots of %s: %d, want %d", id, got, want)
+		}
+	}
+	l := newLimits(c, tenant.IngestLimit{EventsPerSecond: 100}, 1000, now)
+	for id, limited := range map[string]bool{"a": true, "b": true, "c": false, "d": true} {
+		if got := l[id] != nil; got != limited {
+			t.Errorf("tenant %s rate limited: %v, want %v", id, got, limited)
+		}
+	}
+}
+
+// metricValue reads a counter or gauge.
+func metricValue(t *testing.T, m prometheus.Metric) float64 {
+	t.Helper()
+	var d dto.Metric
+	if err := m.Write(&d); err != nil {
+		t.Fatal(err)
+	}
+	return d.GetCounter().GetValue() + d.GetGauge().GetValue()
+}
+
+// TestRefusalClosesStalledConnection: a request refused before its body is read (here a
+// tenant over its in-flight slots, and an unknown key) gets its answer at once and its
+// connection closed, although its body never comes: the gateway does not wait for the rest of
+// the body (net/http would, until the read timeout, which this server does not even have).
+func TestRefusalClosesStalledConnection(t *testing.T) {
+	h, rec, keys, _ := recordingHandler(t, Config{MaxInFlight: 4, TenantMaxInFlight: 1}, nil)
+	rec.block = make(chan struct{})
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	defer close(rec.block)
+	go post(h, keys.acme, []byte(ev("acme", "acme-super", "holder"))) // holds acme's one slot
+	for len(h.inflight) < 1 {
+		time.Sleep(time.Millisecond)
+	}
+	for name, key := range map[string]string{"acme over its slot": keys.acme, "unknown key": "mmk_0000000000000000_" + strings.Repeat("A", 43)} {
+		conn, err := net.Dial("tcp", srv.Listener.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(conn, "POST /v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nContent-Length: 1000\r\n\r\n[{", key)
+		conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		start := time.Now()
+		data, err := io.ReadAll(conn) // until the server closes the connection
+		conn.Close()
+		status, _, _ := strings.Cut(string(data), "\r\n")
+		if err != nil || !strings.Contains(status, " 429 ") && !strings.Contains(status, " 401 ") {
+			t.Errorf("%s: %q, %v after %s; want a 429 or 401 and the connection closed", name, status, err, time.Since(start))
+		}
 	}
 }

@@ -51,5 +51,6 @@ func (h *Handler) authFailure(w http.ResponseWriter, r *http.Request, reason str
 	h.authFailures.WithLabelValues(reason).Inc()
 	h.log.Debug("ingest request refused: authentication", "reason", reason, "remote", r.RemoteAddr, slog.Any("err", err))
 	w.Header().Set("WWW-Authenticate", `Bearer realm="maumeter ingest"`)
+	shed(w)
 	h.fail(w, http.StatusUnauthorized, "a valid ingest key is required: Authorization: Bearer <key>")
 }

@@ -3,6 +3,7 @@ package ingest
 import (
 	"math"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/maumeter/maumeter/pkg/tenant"
@@ -62,13 +63,14 @@ func (b *bucket) give(n int) {
 // are bounded by the catalogue, never by what clients send.
 type limits map[string]*bucket
 
-// newLimits gives every tenant of c the default limit, or its catalogue's ingest_limit. A rate
+// newLimits gives every tenant of c the default limit, or its catalogue's ingest_limit when that
+// sets events_per_second or burst (one giving only max_inflight keeps the default rate). A rate
 // of 0 is no limit; a burst of 0 is two seconds of the rate, and at least one full batch.
 func newLimits(c *tenant.Catalog, def tenant.IngestLimit, maxEvents int, now time.Time) limits {
 	l := make(limits, len(c.Tenants))
 	for _, t := range c.Tenants {
 		lim := def
-		if t.IngestLimit != nil {
+		if t.IngestLimit != nil && t.IngestLimit.SetsRate() {
 			lim = *t.IngestLimit
 		}
 		if lim.EventsPerSecond <= 0 {
@@ -81,4 +83,51 @@ func newLimits(c *tenant.Catalog, def tenant.IngestLimit, maxEvents int, now tim
 		l[t.ID] = newBucket(lim.EventsPerSecond, max(burst, maxEvents), now)
 	}
 	return l
+}
+
+// tenantSlots counts the requests of one tenant in flight on the gateway. Safe for concurrent
+// use.
+type tenantSlots struct {
+	max int64
+	n   atomic.Int64
+}
+
+// acquire takes a slot when one is free, without waiting.
+func (s *tenantSlots) acquire() bool {
+	if s.n.Add(1) > s.max {
+		s.n.Add(-1)
+		return false
+	}
+	return true
+}
+
+func (s *tenantSlots) release() { s.n.Add(-1) }
+
+// slots holds the in-flight slots of every tenant of the catalogue, built once, and one group
+// shared by the tenants a reloaded key names but the catalogue the gateway started with does
+// not know (their events are refused as unknown_tenant; they still must not take every slot).
+type slots struct {
+	tenants map[string]*tenantSlots
+	unknown *tenantSlots
+}
+
+// newSlots gives every tenant def slots, or its catalogue's ingest_limit.max_inflight, never
+// more than the gateway's total.
+func newSlots(c *tenant.Catalog, def, total int) slots {
+	s := slots{tenants: make(map[string]*tenantSlots, len(c.Tenants)), unknown: &tenantSlots{max: int64(def)}}
+	for _, t := range c.Tenants {
+		n := def
+		if t.IngestLimit != nil && t.IngestLimit.MaxInFlight > 0 {
+			n = min(t.IngestLimit.MaxInFlight, total)
+		}
+		s.tenants[t.ID] = &tenantSlots{max: int64(n)}
+	}
+	return s
+}
+
+func (s slots) of(tenantID string) *tenantSlots {
+	if ts, ok := s.tenants[tenantID]; ok {
+		return ts
+	}
+	return s.unknown
 }

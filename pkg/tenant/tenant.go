@@ -98,10 +98,42 @@ func (c *Contract) UnitPrice() (decimal.Decimal, bool) {
 	return c.unitPrice, true
 }
 
-// IngestLimit is a token bucket of events: EventsPerSecond refill, Burst capacity.
+// IngestLimit is a token bucket of events (EventsPerSecond refill, Burst capacity) and a bound
+// on the requests in flight, per gateway process.
 type IngestLimit struct {
 	EventsPerSecond float64 `yaml:"events_per_second"` // 0: no limit
 	Burst           int     `yaml:"burst"`             // 0: the gateway's default for the rate
+	// MaxInFlight bounds the tenant's requests served at once by one gateway (0: the
+	// gateway's --tenant-max-inflight; at most its --max-inflight).
+	MaxInFlight int `yaml:"max_inflight"`
+
+	rateSet bool // events_per_second or burst was written in the catalogue
+}
+
+// SetsRate reports whether the limit sets the token bucket (events_per_second or burst was
+// given, even as 0): an ingest_limit that gives only max_inflight keeps the gateway's default
+// rate.
+func (l IngestLimit) SetsRate() bool { return l.rateSet || l.EventsPerSecond != 0 || l.Burst != 0 }
+
+// UnmarshalYAML records which fields were written, so that SetsRate can tell an absent
+// events_per_second from an explicit 0 (no limit).
+func (l *IngestLimit) UnmarshalYAML(n *yaml.Node) error {
+	var raw struct {
+		EventsPerSecond *float64 `yaml:"events_per_second"`
+		Burst           *int     `yaml:"burst"`
+		MaxInFlight     int      `yaml:"max_inflight"`
+	}
+	if err := n.Decode(&raw); err != nil {
+		return err
+	}
+	*l = IngestLimit{MaxInFlight: raw.MaxInFlight, rateSet: raw.EventsPerSecond != nil || raw.Burst != nil}
+	if raw.EventsPerSecond != nil {
+		l.EventsPerSecond = *raw.EventsPerSecond
+	}
+	if raw.Burst != nil {
+		l.Burst = *raw.Burst
+	}
+	return nil
 }
 
 // Location is the tenant's billing time zone.
@@ -374,6 +406,9 @@ func (t *Tenant) validate(plans []string) error {
 		// A bucket smaller than a batch would refuse full batches forever.
 		if l.Burst != 0 && l.Burst < event.MaxBatchEvents {
 			return fmt.Errorf("ingest_limit.burst: %d is below one full batch (%d events)", l.Burst, event.MaxBatchEvents)
+		}
+		if l.MaxInFlight < 0 {
+			return fmt.Errorf("ingest_limit.max_inflight: %d must not be negative (0: the gateway's --tenant-max-inflight)", l.MaxInFlight)
 		}
 	}
 	return nil

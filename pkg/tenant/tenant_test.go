@@ -106,6 +106,8 @@ func TestParseErrors(t *testing.T) {
 	f(a+`, plan_history: [{plan: enterprise}]}`, `tenants.yaml: tenant "acme": plan_history[0].purchased: required`)
 	f(a+`, plan_history: [{plan: enterprise, purchased: 2025-01-01, contract: {unit_price_usd: x}}]}`, `tenants.yaml: tenant "acme": plan_history[0].contract.unit_price_usd: "x" is not a decimal (a non-negative number in quotes, e.g. "0.012")`)
 	f(a+`, ingest_limit: {events_per_second: -1}}`, `tenants.yaml: tenant "acme": ingest_limit.events_per_second: -1 is below the minimum, 0`)
+	f(a+`, ingest_limit: {max_inflight: -1}}`, `tenants.yaml: tenant "acme": ingest_limit.max_inflight: -1 is below the minimum, 0`)
+	f(a+`, ingest_limit: {max_inflight: 8, slots: 2}}`, `tenants.yaml: tenant "acme": ingest_limit.slots: unknown field`)
 	// Several at once, each with its tenant.
 	f("tenants:\n  - {id: a, plan: pro, purchased: 2026-01-01, apps: [x], colour: red}\n  - {id: b, plan: pro, purchased: yesterday, apps: [y]}",
 		`tenants.yaml: tenant "a": colour: unknown field`, `tenants.yaml: tenant "b": purchased: "yesterday" is not a date (YYYY-MM-DD)`)
