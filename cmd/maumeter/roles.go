@@ -76,10 +76,10 @@ type options struct {
 	dlqTopic            string
 	parkedInterval      time.Duration
 	catalogReload       time.Duration
-	adminAddr string
-	readLimit api.ReadLimit
-	operatorLimit api.ReadLimit
-	tenantInFlight int
+	adminAddr           string
+	readLimit           api.ReadLimit
+	operatorLimit       api.ReadLimit
+	tenantInFlight      int
 }
 
 // kafkaSecurity: how to reach the brokers beyond their addresses (TLS, SASL).
