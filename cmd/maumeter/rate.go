@@ -35,6 +35,7 @@ func runRate(ctx context.Context, now func() time.Time, args []string, stdout, s
 	o.rateFlags(fs)
 	o.plansFlags(fs)
 	o.keysFlags(fs)
+	o.shutdownFlags(fs)
 	fs.StringVar(&o.rollupsTopic, "rollups-topic", "mau.rollups.v1", "compacted Kafka topic of monthly rollups")
 	fs.StringVar(&o.httpAddr, "http-addr", "127.0.0.1:9465", "HTTP listen address of /metrics, /healthz, /readyz and invoice and MAU reads (service mode)")
 	month := fs.String("month", "", "print the statements of this month, YYYY-MM, instead of running the rater")

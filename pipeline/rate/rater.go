@@ -185,7 +185,12 @@ func (r *Rater) Run(ctx context.Context) error {
 		if err := r.handle(ctx, msg); err != nil {
 			return nil // ctx ended while retrying
 		}
-		if err := rd.CommitMessages(ctx, msg); err != nil {
+		// What is rated is committed even when the rater is stopping (a drain, see
+		// cmd/maumeter runRoles), so that a restart does not rate it again.
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		err = rd.CommitMessages(cctx, msg)
+		cancel()
+		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
