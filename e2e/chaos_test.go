@@ -275,11 +275,35 @@ func (r *chaosRun) restart(p *proc, sig syscall.Signal) {
 		}
 		if log := p.tail(); !strings.Contains(log, "msg=drained") {
 			r.t.Errorf("%s did not log its drain after SIGTERM:\n%s", p.name, log)
+		} else if order := drainOrder(log); !slices.Equal(order, drainWant[p.args[0]]) {
+			r.t.Errorf("%s drained in the order %v, want %v:\n%s", p.name, order, drainWant[p.args[0]], log)
 		}
 	}
 	r.logf("%s %s: exited after %s", sig, p.name, took.Round(time.Millisecond))
 	time.Sleep(time.Duration(r.rng.IntN(500)) * time.Millisecond)
 	p.start()
+}
+
+// drainWant is the order in which each role's stages stop after SIGTERM: reverse data flow.
+var drainWant = map[string][]string{
+	"serve":  {"http", "caps", "counter", "rater"},
+	"ingest": {"http", "caps"},
+	"count":  {"http", "counter"},
+	"rate":   {"http", "rater"},
+}
+
+// drainOrder returns the stages of the last drain in a log, in the order they stopped.
+func drainOrder(log string) []string {
+	if i := strings.LastIndex(log, "msg=\"stopping: draining"); i >= 0 {
+		log = log[i:]
+	}
+	var out []string
+	for _, l := range strings.Split(log, "\n") {
+		if _, rest, ok := strings.Cut(l, "msg=stopped stage="); ok {
+			out = append(out, strings.Fields(rest)[0])
+		}
+	}
+	return out
 }
 
 func (r *chaosRun) service(script, action, dir string) {
