@@ -11,7 +11,9 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -186,9 +188,13 @@ func TestChaos(t *testing.T) {
 					row.live = time.Minute
 				}
 			}
-			res := runChaosRow(t, row, devices)
-			res.ok = !t.Failed()
-			results = append(results, res)
+			res := &chaosResult{name: row.name}
+			// Recorded even when the row stops at a t.Fatal: FAIL with what it measured so far.
+			defer func() {
+				res.ok = !t.Failed()
+				results = append(results, *res)
+			}()
+			runChaosRow(t, row, devices, res)
 		})
 	}
 	t.Logf("matrix of %d rows in %s", len(results), time.Since(start).Round(time.Second))
@@ -233,6 +239,25 @@ type chaosRun struct {
 	progress atomic.Int64
 	acked    atomic.Int64
 	extra    []*proc
+	res      *chaosResult
+}
+
+// note adds a remark to the row's result.
+func (r *chaosRun) note(format string, a ...any) {
+	if r.res.notes != "" {
+		r.res.notes += "; "
+	}
+	r.res.notes += fmt.Sprintf(format, a...)
+}
+
+// chCrashes is how often scripts/with-services.sh restarted a ClickHouse that died on its own.
+func chCrashes() int {
+	data, err := os.ReadFile(filepath.Join(filepath.Dir(os.Getenv("MAUMETER_CLICKHOUSE_DATADIR")), "clickhouse.crashes"))
+	if err != nil {
+		return 0
+	}
+	n, _ := strconv.Atoi(strings.TrimSpace(string(data)))
+	return n
 }
 
 func (r *chaosRun) logf(format string, a ...any) {
@@ -344,7 +369,7 @@ func (r *chaosRun) secondCounter() *proc {
 // runChaosRow runs a row: history (the months before the current one) sent, counted, closed
 // and rated; then the live traffic (the current month, some history again) sent while the fault
 // runs; then everything counted, and the checks.
-func runChaosRow(t *testing.T, row chaosRow, devices int) chaosResult {
+func runChaosRow(t *testing.T, row chaosRow, devices int, res *chaosResult) {
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d", seed)
 	rng := rand.New(rand.NewPCG(seed, 11))
@@ -352,7 +377,15 @@ func runChaosRow(t *testing.T, row chaosRow, devices int) chaosResult {
 	tr := generate(rng, now, devices)
 	history, live := splitTraffic(rng, tr, now, devices/2)
 	r := &chaosRun{t: t, rng: rng}
-	res := chaosResult{name: row.name}
+	crashes := chCrashes()
+	defer func() {
+		// `make chaos` restarts a ClickHouse that died on its own (MAUMETER_RESTART_CLICKHOUSE=1):
+		// chDB aborts when a SIGKILLed client tears a query's connection.
+		if n := chCrashes() - crashes; n > 0 {
+			r.note("ClickHouse (chDB) aborted %d× on a connection torn by a SIGKILLed client and was restarted", n)
+		}
+	}()
+	r.res = res
 	p := startPipeline(t, "chaos")
 	r.p = p
 	if row.serve {
@@ -416,7 +449,7 @@ func runChaosRow(t *testing.T, row chaosRow, devices int) chaosResult {
 
 	// The checks.
 	res.acked = r.acked.Load()
-	measureChaos(t, p, tr, &res)
+	measureChaos(t, p, tr, res)
 	after := waitInvoices(t, p, closed)
 	res.invAfter = len(after)
 	res.versAfter = rollupVersions(t, p)
@@ -435,11 +468,10 @@ func runChaosRow(t *testing.T, row chaosRow, devices int) chaosResult {
 		fenced += strings.Count(string(data), "fence commit failed")
 	}
 	if fenced > 0 {
-		res.notes = fmt.Sprintf("fence refused %d stale rollup writes", fenced)
+		r.note("fence refused %d stale rollup writes", fenced)
 	}
 	t.Logf("acked %d, MAU truth %d measured %d (%d/%d tenant-months exact), mau_devices FINAL %d distinct %d raw %d, invoices %d → %d",
 		res.acked, res.truth, res.measured, res.exact, res.tenantMonths, res.rowsFinal, res.uniq, res.rowsRaw, res.invoicesBefore, res.invAfter)
-	return res
 }
 
 // splitTraffic splits tr into the history (accepted events of the months before the current one
