@@ -76,9 +76,11 @@ var chaosRows = []chaosRow{
 			r.at(at)
 			r.restart(r.rater, syscall.SIGKILL)
 		}
+		r.procMu.Lock()
 		r.rater.kill()
 		r.rater.env = append(r.rater.env, fmt.Sprintf("MAUMETER_RATE_GROUP=e2e-rate-again-%d", time.Now().UnixNano()))
 		r.rater.start()
+		r.procMu.Unlock()
 		time.Sleep(time.Duration(500+r.rng.IntN(1500)) * time.Millisecond)
 		r.restart(r.rater, syscall.SIGKILL)
 		r.logf("rater restarted on a new group: it rates the whole rollups topic again")
@@ -117,11 +119,16 @@ var chaosRows = []chaosRow{
 	{name: "2 counters, one SIGKILLed", fault: func(r *chaosRun) {
 		second := r.secondCounter()
 		r.at(0.3 + 0.4*r.rng.Float64())
+		r.procMu.Lock()
+		delete(r.supervised, second)
 		second.kill()
+		r.procMu.Unlock()
 		r.logf("SIGKILL the second counter (not restarted)")
 	}},
 	{name: "redelivery of the whole topic", short: true, after: func(r *chaosRun) {
 		// Every event again: the counters' group back to the first offsets.
+		r.procMu.Lock()
+		defer r.procMu.Unlock()
 		r.p.counter.stop()
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
@@ -240,6 +247,56 @@ type chaosRun struct {
 	acked    atomic.Int64
 	extra    []*proc
 	res      *chaosResult
+	// procMu guards the processes: the faults stop and start them, supervise restarts them.
+	procMu     sync.Mutex
+	supervised map[*proc]bool
+}
+
+// supervise restarts, as an orchestrator would (compose's restart: unless-stopped), a process of
+// the row that exited on its own, e.g. a counter that could not reach ClickHouse at its start,
+// until ctx ends. It says so in the row's notes.
+func (r *chaosRun) supervise(ctx context.Context) {
+	restarts := map[string]int{}
+	defer func() {
+		for name, n := range restarts {
+			r.note("%s exited on its own %d× and was restarted", name, n)
+		}
+	}()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(500 * time.Millisecond):
+		}
+		r.procMu.Lock()
+		for p := range r.supervised {
+			if p.exited() {
+				last := p.tail()
+				last = last[strings.LastIndex(last, "\n")+1:]
+				r.logf("%s exited on its own (%s); restarting it", p.name, last)
+				restarts[p.name]++
+				p.start()
+			}
+		}
+		r.procMu.Unlock()
+	}
+}
+
+// waitCounted waits until the counters' group has committed the end of every partition (the
+// processes may restart meanwhile: supervise).
+func (r *chaosRun) waitCounted(timeout time.Duration) {
+	r.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	var lag int64 = -1
+	var err error
+	for ctx.Err() == nil {
+		if lag, err = bus.Lag(ctx, []string{brokers}, r.p.group, r.p.topic); err == nil && lag == 0 {
+			return
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	r.t.Fatalf("counters still %d messages behind after %s (err %v):\n%s", lag, timeout, err, r.p.counter.tail())
 }
 
 // note adds a remark to the row's result.
@@ -285,6 +342,8 @@ func (r *chaosRun) at(share float64) {
 // within its --shutdown-timeout (25 s) and say so in its log.
 func (r *chaosRun) restart(p *proc, sig syscall.Signal) {
 	r.t.Helper()
+	r.procMu.Lock()
+	defer r.procMu.Unlock()
 	start := time.Now()
 	p.cmd.Process.Signal(sig)
 	select {
@@ -362,7 +421,10 @@ func (r *chaosRun) secondCounter() *proc {
 			break
 		}
 	}
+	r.procMu.Lock()
 	r.extra = append(r.extra, second)
+	r.supervised[second] = true
+	r.procMu.Unlock()
 	return second
 }
 
@@ -402,11 +464,17 @@ func runChaosRow(t *testing.T, row chaosRow, devices int, res *chaosResult) {
 		waitHTTP(t, r.rater, "http://"+addr+"/healthz", 30*time.Second)
 	}
 
+	r.supervised = map[*proc]bool{p.ingest: true, p.counter: true, r.rater: true}
+	sctx, stopSupervising := context.WithCancel(context.Background())
+	supervised := make(chan struct{})
+	go func() { defer close(supervised); r.supervise(sctx) }()
+	defer func() { stopSupervising(); <-supervised }()
+
 	// History: sent, counted, closed (as an operator would: the close grace may not have
 	// passed yet on every date) and rated.
 	start := time.Now()
 	chaosSend(t, r, history, 0, nil)
-	p.waitCounted(t, 5*time.Minute)
+	r.waitCounted(5 * time.Minute)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	closed := closedMonths(tr, now)
@@ -437,11 +505,11 @@ func runChaosRow(t *testing.T, row chaosRow, devices int, res *chaosResult) {
 	t.Logf("live: sent in %s", time.Since(start).Round(time.Millisecond))
 	<-faultDone
 	recoverFrom := time.Now()
-	p.waitCounted(t, 10*time.Minute)
+	r.waitCounted(10 * time.Minute)
 	if row.after != nil {
 		row.after(r)
 		recoverFrom = time.Now()
-		p.waitCounted(t, 10*time.Minute)
+		r.waitCounted(10 * time.Minute)
 	}
 	waitHTTP(t, p.counter, p.countURL+"/readyz", 2*time.Minute)
 	res.recovery = time.Since(recoverFrom)
