@@ -183,17 +183,18 @@ type stack struct {
 	brokers  []string
 	store    *chstore.Store
 	producer *bus.Producer
+	ingest   *ingest.Handler
+	counter  *count.Counter
+	rater    *rate.Rater
+	embedded *bus.Embedded
+	caps     *caps.State         // the gateway's POC cap state; nil without ingest
+	keys     *tenant.Keyring     // ingest keys; nil: the catalogue's
+	readKeys *tenant.ReadKeyring // read and operator keys; nil: the catalogue's
+	auth     *api.Auth           // guards the reads; nil when the role serves none
+	closers  []func()
+
 	// closeProducer flushes and closes the producer once (the drain, then close).
 	closeProducer func() error
-	ingest        *ingest.Handler
-	counter       *count.Counter
-	rater         *rate.Rater
-	embedded      *bus.Embedded
-	caps          *caps.State         // the gateway's POC cap state; nil without ingest
-	keys          *tenant.Keyring     // ingest keys; nil: the catalogue's
-	readKeys      *tenant.ReadKeyring // read and operator keys; nil: the catalogue's
-	auth          *api.Auth           // guards the reads; nil when the role serves none
-	closers       []func()
 }
 
 func (s *stack) close() {
