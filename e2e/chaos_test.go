@@ -208,7 +208,8 @@ func TestChaos(t *testing.T) {
 	table := chaosTable(results)
 	t.Log("\n" + table)
 	if path := os.Getenv("MAUMETER_CHAOS_REPORT"); path != "" {
-		head := fmt.Sprintf("Matrix: %s, %d rows, %d devices per tenant and row, %s wall.\n\n", mode, len(results), devices, time.Since(start).Round(time.Second))
+		name := map[bool]string{true: "full", false: "short"}[full]
+		head := fmt.Sprintf("Matrix: %s, %d rows, %d devices per tenant and row, %s wall.\n\n", name, len(results), devices, time.Since(start).Round(time.Second))
 		if err := os.WriteFile(path, []byte(head+table), 0o644); err != nil {
 			t.Error(err)
 		}
