@@ -35,6 +35,7 @@ func runRate(ctx context.Context, now func() time.Time, args []string, stdout, s
 	o.rateFlags(fs)
 	o.plansFlags(fs)
 	o.keysFlags(fs)
+	o.shutdownFlags(fs)
 	fs.StringVar(&o.rollupsTopic, "rollups-topic", "mau.rollups.v1", "compacted Kafka topic of monthly rollups")
 	o.adminFlags(fs)
 	o.readLimitFlags(fs)

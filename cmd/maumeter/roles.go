@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -80,6 +81,8 @@ type options struct {
 	readLimit           api.ReadLimit
 	operatorLimit       api.ReadLimit
 	tenantInFlight      int
+	// shutdownTimeout bounds the drain after SIGTERM (runRoles): HTTP, producer, counter, rater.
+	shutdownTimeout time.Duration
 }
 
 // kafkaSecurity: how to reach the brokers beyond their addresses (TLS, SASL).
@@ -101,6 +104,15 @@ const (
 var refusedFlags = map[string]string{
 	"clickhouse-password": "set " + envClickHousePassword + " or --clickhouse-password-file instead",
 	"kafka-sasl-password": "set " + envKafkaSASLPassword + " or --kafka-sasl-password-file instead",
+}
+
+// DefaultShutdownTimeout is the default of --shutdown-timeout: below the 30 s that Docker
+// Compose and Kubernetes wait after SIGTERM before they SIGKILL.
+const DefaultShutdownTimeout = 25 * time.Second
+
+// shutdownFlags: how long the roles may take to drain after SIGTERM.
+func (o *options) shutdownFlags(fs *flag.FlagSet) {
+	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", DefaultShutdownTimeout, "after SIGTERM, the longest the drain may take: HTTP finishes its requests, the producer flushes, the counter stores and commits, the rater commits what it rated (then everything stops at once); keep it below the orchestrator's grace period")
 }
 
 func (o *options) kafkaFlags(fs *flag.FlagSet) {
@@ -400,6 +412,9 @@ type stack struct {
 	readKeys *tenant.ReadKeyring // read and operator keys; nil: the catalogue's
 	auth     *api.Auth           // guards the reads; nil when the role serves none
 	closers  []func()
+
+	// closeProducer flushes and closes the producer once (the drain, then close).
+	closeProducer func() error
 }
 
 func (s *stack) close() {
@@ -470,7 +485,8 @@ func build(ctx context.Context, o *options, parts roleParts, stderr io.Writer) (
 	}
 	if parts.ingest {
 		s.producer = bus.NewProducer(s.kafka, o.topic)
-		s.closers = append(s.closers, func() { s.producer.Close() })
+		s.closeProducer = sync.OnceValue(s.producer.Close) // the drain closes it first (runRoles)
+		s.closers = append(s.closers, func() { s.closeProducer() })
 		s.caps, err = caps.NewState(caps.StateConfig{Kafka: s.kafka, Topic: o.capsTopic, Window: o.maxEventAge}, s.catalog, s.plans, o.now, log, s.reg)
 		if err != nil {
 			return nil, err
@@ -650,8 +666,9 @@ func (s *stack) handler(o *options) (http.Handler, error) {
 // serveHTTP serves h on addr until ctx ends, then shuts down gracefully. ready, if not nil,
 // receives the bound address.
 // cert, if not nil, makes it HTTPS (TLS 1.2 or later) with that certificate, reloaded when its
-// files change.
-func serveHTTP(ctx context.Context, addr string, h http.Handler, timeouts api.Timeouts, cert *secure.ServerCert, log *slog.Logger, ready chan<- string) error {
+// files change. It stops accepting at once and gives the requests in flight up to drain to
+// finish.
+func serveHTTP(ctx context.Context, addr string, h http.Handler, timeouts api.Timeouts, cert *secure.ServerCert, drain time.Duration, log *slog.Logger, ready chan<- string) error {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", addr, err)
@@ -679,18 +696,26 @@ func serveHTTP(ctx context.Context, addr string, h http.Handler, timeouts api.Ti
 		return fmt.Errorf("http: %w", err)
 	case <-ctx.Done():
 	}
-	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	sctx, cancel := context.WithTimeout(context.Background(), drain)
 	defer cancel()
+	start := time.Now()
 	if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("http shutdown: %w", err)
 	}
+	log.Info("http drained", "took", time.Since(start).Round(time.Millisecond))
 	return nil
 }
 
 // runRoles runs HTTP (with the gateway's cap state), the counter and the rater, whichever the
-// stack has, until ctx ends or one of them ends. Then all stop together and each is waited for:
-// HTTP drains its requests, the counter makes its final flush and commit, the rater commits
-// nothing it has not stored.
+// stack has, until ctx ends (SIGTERM, SIGINT) or one of them ends.
+//
+// When ctx ends the roles stop one after the other, in reverse data-flow order, within
+// --shutdown-timeout: HTTP stops accepting and finishes the ingest requests in flight (each is
+// answered only once Kafka has its events), then the producer flushes and closes, then the cap
+// state stops, then the counter makes its final flush and commit, then the rater commits what it
+// stored. Past the deadline, or when a role ends on its own (a failure), everything stops at
+// once, as a crash would: nothing acknowledged is lost either way (Kafka holds it and the
+// counter replays from its last commit), a clean stop only spares the replay.
 func runRoles(ctx context.Context, o *options, s *stack, ready chan<- string) error {
 	h, err := s.handler(o)
 	if err != nil {
@@ -702,51 +727,122 @@ func runRoles(ctx context.Context, o *options, s *stack, ready chan<- string) er
 			return fmt.Errorf("%w: --tls-cert-file / --tls-key-file: %v", errUsage, err)
 		}
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	runners := []func(context.Context) error{func(ctx context.Context) error { return serveHTTP(ctx, o.httpAddr, h, o.http, cert, s.log, ready) }}
-	if o.adminAddr != "" {
-		// pprof's profile and trace run 30 s by default: the answer may take that long.
-		admin := api.Timeouts{ReadHeader: 5 * time.Second, Read: 10 * time.Second, Write: 2 * time.Minute}
-		runners = append(runners, func(ctx context.Context) error {
-			return serveHTTP(ctx, o.adminAddr, api.Admin(s.reg), admin, nil, s.log.With("listener", "admin"), nil)
-		})
-	} else {
-		s.log.Info("no --admin-addr: /metrics and /debug/pprof/ are not served")
+	timeout := o.shutdownTimeout
+	if timeout <= 0 {
+		timeout = DefaultShutdownTimeout
 	}
+	// The watchers and every stage run on contexts of their own (keeping ctx's values), so that
+	// ctx ending starts the drain instead of stopping everything.
+	base := context.WithoutCancel(ctx)
+	bg, stopBG := context.WithCancel(base)
+	defer stopBG()
 	// Reloads parse the catalogue against the plans the role started with (--plans).
 	plans := tenant.KnownPlans(s.plans.IDs()...)
 	if s.ingest != nil && s.keys == nil && o.keysReload > 0 {
-		go s.ingest.WatchKeys(ctx, o.tenants, o.keysReload, plans)
+		go s.ingest.WatchKeys(bg, o.tenants, o.keysReload, plans)
 	}
 	if s.auth != nil && s.readKeys == nil && o.keysReload > 0 {
-		go s.auth.WatchKeys(ctx, o.tenants, o.keysReload, plans)
+		go s.auth.WatchKeys(bg, o.tenants, o.keysReload, plans)
 	}
 	if s.counter != nil && o.catalogReload > 0 {
-		go s.counter.WatchCatalog(ctx, o.tenants, o.catalogReload, s.plans.CheckTenants, plans)
+		go s.counter.WatchCatalog(bg, o.tenants, o.catalogReload, s.plans.CheckTenants, plans)
+	}
+	type stage struct {
+		name  string
+		run   func(context.Context) error
+		after func() // once run has returned in a drain: the producer flushes
+		stop  context.CancelFunc
+		done  chan struct{}
+		err   error
+	}
+	stages := []*stage{{name: "http", run: func(ctx context.Context) error {
+		return serveHTTP(ctx, o.httpAddr, h, o.http, cert, timeout, s.log, ready)
+	}}}
+	if s.producer != nil {
+		stages[0].after = func() {
+			if err := s.closeProducer(); err != nil {
+				s.log.Warn("producer flush", "err", err)
+			}
+		}
 	}
 	if s.caps != nil {
-		runners = append(runners, func(ctx context.Context) error { s.caps.Run(ctx); return nil }) // returns when ctx ends
+		stages = append(stages, &stage{name: "caps", run: func(ctx context.Context) error { s.caps.Run(ctx); return nil }}) // returns when ctx ends
 	}
 	if s.counter != nil {
-		runners = append(runners, s.counter.Run)
+		stages = append(stages, &stage{name: "counter", run: s.counter.Run})
 	}
 	if s.rater != nil {
-		runners = append(runners, s.rater.Run)
+		stages = append(stages, &stage{name: "rater", run: s.rater.Run})
 	}
-	errc := make(chan error, len(runners))
-	for _, run := range runners {
-		go func() { errc <- run(ctx) }()
+	// The admin listener stops last: /metrics shows the drain.
+	if o.adminAddr != "" {
+		// pprof's profile and trace run 30 s by default: the answer may take that long.
+		admin := api.Timeouts{ReadHeader: 5 * time.Second, Read: 10 * time.Second, Write: 2 * time.Minute}
+		stages = append(stages, &stage{name: "admin", run: func(ctx context.Context) error {
+			return serveHTTP(ctx, o.adminAddr, api.Admin(s.reg), admin, nil, time.Second, s.log.With("listener", "admin"), nil)
+		}})
+	} else {
+		s.log.Info("no --admin-addr: /metrics and /debug/pprof/ are not served")
 	}
-	// The first to end (ctx ended, or one failed) stops the others; the first error wins.
-	var first error
-	for range runners {
-		if err := <-errc; err != nil && first == nil {
+	ended := make(chan *stage, len(stages))
+	for _, st := range stages {
+		var sctx context.Context
+		sctx, st.stop = context.WithCancel(base)
+		st.done = make(chan struct{})
+		go func() {
+			st.err = st.run(sctx)
+			close(st.done)
+			ended <- st
+		}()
+	}
+	stopAll := func() {
+		for _, st := range stages {
+			st.stop()
+		}
+	}
+	waitAll := func() error {
+		var errs []error
+		for _, st := range stages {
+			<-st.done
+			if st.err != nil {
+				errs = append(errs, st.err)
+			}
+		}
+		return errors.Join(errs...)
+	}
+	select {
+	case st := <-ended:
+		// A role ended on its own: the others stop at once; the first error wins.
+		stopAll()
+		first := st.err
+		if err := waitAll(); first == nil {
 			first = err
 		}
-		cancel()
+		return first
+	case <-ctx.Done():
 	}
-	return first
+	start := time.Now()
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	s.log.Info("stopping: draining in reverse data-flow order", "shutdown_timeout", timeout)
+	for _, st := range stages {
+		st.stop()
+		select {
+		case <-st.done:
+		case <-deadline.C:
+			stopAll()
+			s.log.Error("shutdown deadline exceeded: stopping everything at once; the counter replays from its last commit",
+				"stage", st.name, "shutdown_timeout", timeout)
+			waitAll()
+			return fmt.Errorf("shutdown: %s did not stop within --shutdown-timeout %s", st.name, timeout)
+		}
+		if st.after != nil {
+			st.after()
+		}
+		s.log.Info("stopped", "stage", st.name, "after", time.Since(start).Round(time.Millisecond))
+	}
+	s.log.Info("drained", "took", time.Since(start).Round(time.Millisecond))
+	return waitAll()
 }
 
 func runServe(ctx context.Context, now func() time.Time, args []string, stdout, stderr io.Writer) error {
@@ -761,6 +857,7 @@ func runServe(ctx context.Context, now func() time.Time, args []string, stdout, 
 	o.keysFlags(fs)
 	o.rateFlags(fs)
 	o.capsFlags(fs)
+	o.shutdownFlags(fs)
 	o.plansFlags(fs)
 	o.adminFlags(fs)
 	o.readLimitFlags(fs)
@@ -786,6 +883,7 @@ func runIngest(ctx context.Context, now func() time.Time, args []string, stdout,
 	o.ingestFlags(fs)
 	o.keysFlags(fs)
 	o.capsFlags(fs)
+	o.shutdownFlags(fs)
 	o.plansFlags(fs)
 	o.adminFlags(fs)
 	fs.StringVar(&o.httpAddr, "http-addr", "127.0.0.1:8080", "HTTP listen address of POST /v1/events, /healthz and /readyz")
@@ -811,6 +909,7 @@ func runCount(ctx context.Context, now func() time.Time, args []string, stdout, 
 	o.retentionFlags(fs)
 	o.keysFlags(fs)
 	o.capsFlags(fs)
+	o.shutdownFlags(fs)
 	o.plansFlags(fs)
 	o.adminFlags(fs)
 	o.readLimitFlags(fs)

@@ -35,7 +35,7 @@ func TestServeHTTPS(t *testing.T) {
 	ready := make(chan string, 1)
 	done := make(chan error, 1)
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
-	go func() { done <- serveHTTP(ctx, "127.0.0.1:0", h, api.Timeouts{}, cert, log, ready) }()
+	go func() { done <- serveHTTP(ctx, "127.0.0.1:0", h, api.Timeouts{}, cert, time.Second, log, ready) }()
 	addr := <-ready
 	defer func() {
 		cancel()

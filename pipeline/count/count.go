@@ -369,6 +369,9 @@ func (c *Counter) consume(ctx context.Context, gen *kafka.Generation, a kafka.Pa
 	log := c.log.With("partition", a.ID, "generation", gen.ID)
 	p := newPartitionState(int32(a.ID))
 	p.next = a.Offset
+	if a.Offset >= 0 {
+		p.committed = a.Offset
+	}
 	c.own(p)
 	defer c.disown(p)
 	start := time.Now()
@@ -698,6 +701,18 @@ func (c *Counter) flush(ctx context.Context, p *partitionState, gen *kafka.Gener
 		c.lastProgress.Store(time.Now().UnixNano())
 		return nil
 	}
+	// The fence: a counter stopped past its session (SIGSTOP, a long pause) wakes still
+	// believing it owns the partition, and its rollups, versioned by its clock, would overwrite
+	// the new owner's. Committing again the offset it last committed fails once its generation
+	// is over, before it writes them (the rows above are harmless: mau_devices keeps one per
+	// device).
+	if p.committed >= 0 {
+		if err := gen.CommitOffsets(map[string]map[int]int64{c.cfg.Topic: {int(p.id): p.committed}}); err != nil {
+			c.m.commitErr.Inc()
+			log.Warn("fence commit failed: the partition moved; its rollups are not written", "offset", p.committed, "err", err)
+			return err
+		}
+	}
 	if err := c.retry(ctx, log, "insert partition rollups", func() error { return c.store.InsertPartitionRollups(ctx, rollups) }); err != nil {
 		return err
 	}
@@ -714,6 +729,7 @@ func (c *Counter) flush(ctx context.Context, p *partitionState, gen *kafka.Gener
 	}
 	p.mu.Lock()
 	p.dirty = p.next != next
+	p.committed = next
 	p.mu.Unlock()
 	c.m.flushes.Observe(time.Since(start).Seconds())
 	c.lastProgress.Store(time.Now().UnixNano())

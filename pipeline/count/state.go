@@ -35,10 +35,12 @@ type partitionState struct {
 	next    int64                                                 // offset to commit: one past the last message applied
 	dirty   bool                                                  // next moved since the last commit
 	version uint64                                                // last partition rollup version written or loaded
+	// committed is the offset this owner last committed (or was assigned at); -1 if none.
+	committed int64
 }
 
 func newPartitionState(id int32) *partitionState {
-	return &partitionState{id: id, months: map[tenantMonth]*monthState{}, late: map[tenantMonth]map[event.DeviceKey]chstore.DeviceRow{}}
+	return &partitionState{id: id, committed: -1, months: map[tenantMonth]*monthState{}, late: map[tenantMonth]map[event.DeviceKey]chstore.DeviceRow{}}
 }
 
 func (p *partitionState) month(tm tenantMonth) *monthState {

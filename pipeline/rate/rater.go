@@ -89,7 +89,7 @@ func New(cfg Config, tenants *tenant.Catalog, plans *plan.Catalog, store *chstor
 		skipped: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "maumeter_rater_skipped_messages_total",
 			Help: "Rollup messages that cannot be rated and were skipped, by reason (unknown_schema, bad_json, unknown_tenant, invalid)."}, []string{"reason"}),
 		errors: prometheus.NewCounter(prometheus.CounterOpts{Name: "maumeter_rater_errors_total",
-			Help: "Failed ratings that are retried (ClickHouse unreachable)."}),
+			Help: "Failures that are retried: ratings (ClickHouse unreachable), fetches and commits (Kafka unreachable)."}),
 		overdue: prometheus.NewGauge(prometheus.GaugeOpts{Name: "maumeter_rater_months_overdue",
 			Help: "Tenant-months with devices whose invoice is due (end of day 3 of the next month) and does not exist: alert on > 0."}),
 	}
@@ -174,22 +174,42 @@ func (r *Rater) Run(ctx context.Context) error {
 	defer rd.Close()
 	r.log.Info("rater started", "topic", r.cfg.RollupsTopic, "group", r.cfg.Group)
 	go r.watchOverdue(ctx)
+	// Kafka unreachable (a broker restart) is waited out, not fatal: in `serve` a role that
+	// ends stops them all.
+	backoff := r.cfg.RetryBackoff
 	for {
 		msg, err := rd.FetchMessage(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
-			return fmt.Errorf("rater: fetch: %w", err)
+			r.errors.Inc()
+			r.log.Warn("rater: fetch failed, retrying", "err", err, "retry_in", backoff)
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, 30*time.Second)
+			continue
 		}
+		backoff = r.cfg.RetryBackoff
 		if err := r.handle(ctx, msg); err != nil {
 			return nil // ctx ended while retrying
 		}
-		if err := rd.CommitMessages(ctx, msg); err != nil {
+		// What is rated is committed even when the rater is stopping (a drain, see
+		// cmd/maumeter runRoles), so that a restart does not rate it again.
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		err = rd.CommitMessages(cctx, msg)
+		cancel()
+		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
-			return fmt.Errorf("rater: commit: %w", err)
+			// Rated and stored: a redelivery finds the invoice (rating is idempotent), and the
+			// next commit covers this offset too.
+			r.errors.Inc()
+			r.log.Warn("rater: commit failed; the message may be delivered again", "offset", msg.Offset, "err", err)
 		}
 	}
 }
