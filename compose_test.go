@@ -9,8 +9,11 @@ package maumeter_test
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"errors"
+	"fmt"
 	"maps"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -44,15 +47,27 @@ type composeRole struct {
 
 var afterMigrate = map[string]string{"migrate": types.ServiceConditionCompletedSuccessfully}
 
+// composeBrokers are the Kafka services of docker-compose.yml, three as in production: each a
+// broker and a controller of the one KRaft quorum. The roles' topics get a replica on each
+// (replication factor 3) and min.insync.replicas 2, so any one broker may be down.
+var composeBrokers = []string{"kafka-1", "kafka-2", "kafka-3"}
+
 // The archive role joins when `maumeter archive` exists.
 var composeRoles = []composeRole{
-	{"migrate", "migrate", "", true, map[string]string{
-		"kafka":      types.ServiceConditionHealthy,
-		"clickhouse": types.ServiceConditionHealthy,
-	}},
+	{"migrate", "migrate", "", true, migrateDependsOn()},
 	{"ingest", "ingest", "8080", false, afterMigrate},
 	{"count", "count", "9464", true, afterMigrate},
 	{"rate", "rate", "9465", true, afterMigrate},
+}
+
+// migrateDependsOn: migrate creates the topics, with a replica on every broker, once all of
+// them and ClickHouse are healthy.
+func migrateDependsOn() map[string]string {
+	deps := map[string]string{"clickhouse": types.ServiceConditionHealthy}
+	for _, b := range composeBrokers {
+		deps[b] = types.ServiceConditionHealthy
+	}
+	return deps
 }
 
 const (
@@ -166,9 +181,287 @@ func TestComposeKafkaVersionMatchesScripts(t *testing.T) {
 	if m == nil {
 		t.Fatal("scripts/kafka/pom.xml: no <kafka.version>")
 	}
-	if got, want := service(t, p, "kafka").Image, "apache/kafka:"+string(m[1]); got != want {
-		t.Errorf("kafka image: got %q, want %q (the version of scripts/kafka/pom.xml)", got, want)
+	for _, b := range composeBrokers {
+		if got, want := service(t, p, b).Image, "apache/kafka:"+string(m[1]); got != want {
+			t.Errorf("%s image: got %q, want %q (the version of scripts/kafka/pom.xml)", b, got, want)
+		}
 	}
+}
+
+// Compose runs Kafka as production does: the three brokers of composeBrokers form one cluster,
+// each a voter of one KRaft quorum that names all three; every role lists all three and creates
+// its topics with replication factor 3 and min.insync.replicas 2.
+func TestComposeKafkaCluster(t *testing.T) {
+	p, _ := loadCompose(t)
+	for _, problem := range kafkaClusterProblems(p) {
+		t.Error(problem)
+	}
+}
+
+// kafkaClusterProblems cannot pass a file that loses a broker or its redundancy: each change
+// below, applied to the loaded docker-compose.yml, is a problem it reports. Dropping kafka-3
+// everywhere (its service, its vote, its address, migrate's wait for it, replication 2 and min
+// ISR 1) leaves a consistent two-broker file, still refused.
+func TestComposeKafkaClusterRefusesFewerReplicas(t *testing.T) {
+	setEnv := func(svc, key, value string) func(*types.Project) {
+		return func(p *types.Project) {
+			s := p.Services[svc]
+			s.Environment = maps.Clone(s.Environment)
+			s.Environment[key] = &value
+			p.Services[svc] = s
+		}
+	}
+	dropBroker := func(p *types.Project) {
+		const gone = "kafka-3"
+		delete(p.Services, gone)
+		for name, s := range p.Services {
+			s.Environment = maps.Clone(s.Environment)
+			for key, value := range map[string]string{
+				"KAFKA_CONTROLLER_QUORUM_VOTERS":                 "1@kafka-1:9093,2@kafka-2:9093",
+				"MAUMETER_KAFKA_BROKERS":                         "kafka-1:9092,kafka-2:9092",
+				"MAUMETER_REPLICATION_FACTOR":                    "2",
+				"MAUMETER_MIN_INSYNC_REPLICAS":                   "1",
+				"KAFKA_DEFAULT_REPLICATION_FACTOR":               "2",
+				"KAFKA_MIN_INSYNC_REPLICAS":                      "1",
+				"KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR":         "2",
+				"KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR": "2",
+				"KAFKA_TRANSACTION_STATE_LOG_MIN_ISR":            "1",
+			} {
+				if _, ok := s.Environment[key]; ok {
+					s.Environment[key] = &value
+				}
+			}
+			s.DependsOn = maps.Clone(s.DependsOn)
+			delete(s.DependsOn, gone)
+			p.Services[name] = s
+		}
+	}
+	for _, tc := range []struct {
+		name   string
+		mutate func(*types.Project)
+		want   string // in one of the problems
+	}{
+		{"kafka-3 dropped everywhere", dropBroker, "kafka brokers: got [kafka-1 kafka-2], want [kafka-1 kafka-2 kafka-3]"},
+		{"kafka-3 not a voter of kafka-2's quorum", setEnv("kafka-2", "KAFKA_CONTROLLER_QUORUM_VOTERS", "1@kafka-1:9093,2@kafka-2:9093"),
+			"kafka-2 KAFKA_CONTROLLER_QUORUM_VOTERS"},
+		{"a voter at another controller port", setEnv("kafka-1", "KAFKA_CONTROLLER_QUORUM_VOTERS", "1@kafka-1:9093,2@kafka-2:9093,3@kafka-3:9092"),
+			"kafka-1 KAFKA_CONTROLLER_QUORUM_VOTERS"},
+		{"two brokers with node id 2", setEnv("kafka-3", "KAFKA_NODE_ID", "2"), "node id 2 is also kafka-2's"},
+		{"another cluster", setEnv("kafka-3", "CLUSTER_ID", "b3RoZXItY2x1c3Rlci0wMQ"), "kafka-3 CLUSTER_ID"},
+		{"two brokers on one volume", func(p *types.Project) {
+			s := p.Services["kafka-3"]
+			s.Volumes = slices.Clone(s.Volumes)
+			for i := range s.Volumes {
+				s.Volumes[i].Source = "kafka-2-data"
+			}
+			p.Services["kafka-3"] = s
+		}, "volume kafka-2-data is also kafka-2's"},
+		{"a host listener advertised at another port", setEnv("kafka-3", "KAFKA_ADVERTISED_LISTENERS", "PLAINTEXT://kafka-3:9092,HOST://localhost:9095"),
+			"kafka-3 KAFKA_ADVERTISED_LISTENERS"},
+		{"two brokers on one host port", func(p *types.Project) {
+			setEnv("kafka-3", "KAFKA_LISTENERS", "PLAINTEXT://:9092,CONTROLLER://:9093,HOST://:9095")(p)
+			setEnv("kafka-3", "KAFKA_ADVERTISED_LISTENERS", "PLAINTEXT://kafka-3:9092,HOST://localhost:9095")(p)
+			s := p.Services["kafka-3"]
+			s.Ports = slices.Clone(s.Ports)
+			s.Ports[0].Target, s.Ports[0].Published = 9095, "9095"
+			p.Services["kafka-3"] = s
+		}, "host port 9095 is also kafka-2's"},
+		{"a role that knows two brokers", setEnv("count", "MAUMETER_KAFKA_BROKERS", "kafka-1:9092,kafka-2:9092"), "count MAUMETER_KAFKA_BROKERS"},
+		{"replication factor 1", setEnv("migrate", "MAUMETER_REPLICATION_FACTOR", "1"), "migrate MAUMETER_REPLICATION_FACTOR"},
+		{"the defaults' replication factor", func(p *types.Project) {
+			s := p.Services["ingest"]
+			s.Environment = maps.Clone(s.Environment)
+			delete(s.Environment, "MAUMETER_REPLICATION_FACTOR")
+			p.Services["ingest"] = s
+		}, "ingest MAUMETER_REPLICATION_FACTOR"},
+		{"min.insync.replicas 1", setEnv("rate", "MAUMETER_MIN_INSYNC_REPLICAS", "1"), "rate MAUMETER_MIN_INSYNC_REPLICAS"},
+		{"consumer offsets on one broker", setEnv("kafka-1", "KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR", "1"), "kafka-1 KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"},
+		{"migrate not waiting for kafka-2", func(p *types.Project) {
+			s := p.Services["migrate"]
+			s.DependsOn = maps.Clone(s.DependsOn)
+			delete(s.DependsOn, "kafka-2")
+			p.Services["migrate"] = s
+		}, "migrate depends_on kafka-2"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p, _ := loadCompose(t)
+			tc.mutate(p)
+			problems := kafkaClusterProblems(p)
+			if !slices.ContainsFunc(problems, func(s string) bool { return strings.Contains(s, tc.want) }) {
+				t.Errorf("got problems %q, want one with %q", problems, tc.want)
+			}
+		})
+	}
+}
+
+// kafkaClusterProblems checks the Kafka cluster of p against composeBrokers and returns what is
+// wrong, one problem a string: the apache/kafka services are exactly the brokers; each is a
+// broker and a controller with the cluster's one CLUSTER_ID, a node id of its own, its own data
+// volume and host port, and the same voters, every broker at its controller listener; the
+// internal topics and the broker defaults have a replica on each broker and take a write once
+// all but one hold it; migrate waits for every broker to be healthy; every role lists each
+// broker's address on the compose network and creates its topics with replication factor 3 and
+// min.insync.replicas 2 (set in its environment, not left to the binary's defaults).
+func kafkaClusterProblems(p *types.Project) []string {
+	var problems []string
+	problem := func(format string, args ...any) { problems = append(problems, fmt.Sprintf(format, args...)) }
+
+	var brokers []string // the services of the Kafka image
+	for _, name := range slices.Sorted(maps.Keys(p.Services)) {
+		if strings.HasPrefix(p.Services[name].Image, "apache/kafka:") {
+			brokers = append(brokers, name)
+		}
+	}
+	if !slices.Equal(brokers, composeBrokers) {
+		problem("kafka brokers: got %v, want %v", brokers, composeBrokers)
+	}
+	replicas := strconv.Itoa(len(composeBrokers))
+	minISR := strconv.Itoa(len(composeBrokers) - 1)
+
+	var (
+		clusterID  string
+		voters     []string              // id@service:controller port, one per broker
+		addrs      []string              // each broker's address on the compose network
+		nodeOf     = map[string]string{} // node id → broker
+		volumeOf   = map[string]string{} // data volume → broker
+		hostPortOf = map[string]string{} // published host port → broker
+	)
+	for _, b := range brokers {
+		s := p.Services[b]
+		settings := map[string]string{
+			"KAFKA_PROCESS_ROLES":                                    "broker,controller",
+			"KAFKA_CONTROLLER_LISTENER_NAMES":                        "CONTROLLER",
+			"KAFKA_INTER_BROKER_LISTENER_NAME":                       "PLAINTEXT",
+			"KAFKA_AUTO_CREATE_TOPICS_ENABLE":                        "false",
+			"KAFKA_DEFAULT_REPLICATION_FACTOR":                       replicas,
+			"KAFKA_MIN_INSYNC_REPLICAS":                              minISR,
+			"KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR":                 replicas,
+			"KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR":         replicas,
+			"KAFKA_TRANSACTION_STATE_LOG_MIN_ISR":                    minISR,
+			"KAFKA_SHARE_COORDINATOR_STATE_TOPIC_REPLICATION_FACTOR": replicas,
+			"KAFKA_SHARE_COORDINATOR_STATE_TOPIC_MIN_ISR":            minISR,
+		}
+		for _, key := range slices.Sorted(maps.Keys(settings)) {
+			if got, want := env(s, key), settings[key]; got != want {
+				problem("%s %s: got %q, want %q", b, key, got, want)
+			}
+		}
+
+		id := env(s, "CLUSTER_ID")
+		if raw, err := base64.RawURLEncoding.DecodeString(id); err != nil || len(raw) != 16 {
+			problem("%s CLUSTER_ID: got %q, want a base64url UUID (16 bytes, 22 characters)", b, id)
+		}
+		if clusterID == "" {
+			clusterID = id
+		} else if id != clusterID {
+			problem("%s CLUSTER_ID: got %q, want the cluster's %q", b, id, clusterID)
+		}
+
+		node := env(s, "KAFKA_NODE_ID")
+		if n, err := strconv.Atoi(node); err != nil || n < 0 {
+			problem("%s KAFKA_NODE_ID: got %q, want a node id (an integer ≥ 0)", b, node)
+		} else if other, ok := nodeOf[node]; ok {
+			problem("%s KAFKA_NODE_ID: node id %s is also %s's", b, node, other)
+		}
+		nodeOf[node] = b
+
+		listeners := kafkaListeners(env(s, "KAFKA_LISTENERS"))
+		protocols := kafkaListeners(env(s, "KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"))
+		for _, name := range slices.Sorted(maps.Keys(listeners)) {
+			if _, ok := protocols[name]; !ok {
+				problem("%s KAFKA_LISTENER_SECURITY_PROTOCOL_MAP: got %v, want a protocol for listener %s", b, protocols, name)
+			}
+		}
+		_, cport, _ := net.SplitHostPort(listeners["CONTROLLER"])
+		if cport == "" {
+			problem("%s KAFKA_LISTENERS: got %q, want a CONTROLLER listener", b, env(s, "KAFKA_LISTENERS"))
+		}
+		voters = append(voters, node+"@"+b+":"+cport)
+
+		// PLAINTEXT is the listener of the other brokers and the roles, at the service's name;
+		// HOST the one of clients on the host, at a loopback port of its own.
+		advertised := kafkaListeners(env(s, "KAFKA_ADVERTISED_LISTENERS"))
+		_, port, _ := net.SplitHostPort(listeners["PLAINTEXT"])
+		if want := b + ":" + port; port == "" || advertised["PLAINTEXT"] != want {
+			problem("%s KAFKA_ADVERTISED_LISTENERS: got %q, want PLAINTEXT://%s (its PLAINTEXT listener at its service name)",
+				b, env(s, "KAFKA_ADVERTISED_LISTENERS"), want)
+		}
+		addrs = append(addrs, advertised["PLAINTEXT"])
+		_, hostPort, _ := net.SplitHostPort(listeners["HOST"])
+		if advertised["HOST"] != "localhost:"+hostPort {
+			problem("%s KAFKA_ADVERTISED_LISTENERS: got %q, want HOST://localhost:%s (its HOST listener's port)",
+				b, env(s, "KAFKA_ADVERTISED_LISTENERS"), hostPort)
+		}
+		if !slices.ContainsFunc(s.Ports, func(pc types.ServicePortConfig) bool {
+			return pc.HostIP == "127.0.0.1" && pc.Published == hostPort && strconv.Itoa(int(pc.Target)) == hostPort
+		}) {
+			problem("%s ports: got %+v, want 127.0.0.1:%s:%s (its HOST listener)", b, s.Ports, hostPort, hostPort)
+		}
+		if other, ok := hostPortOf[hostPort]; ok {
+			problem("%s KAFKA_ADVERTISED_LISTENERS: host port %s is also %s's", b, hostPort, other)
+		}
+		hostPortOf[hostPort] = b
+
+		logDirs := env(s, "KAFKA_LOG_DIRS")
+		i := slices.IndexFunc(s.Volumes, func(v types.ServiceVolumeConfig) bool {
+			return v.Type == types.VolumeTypeVolume && v.Target == logDirs
+		})
+		if logDirs == "" || i < 0 {
+			problem("%s volumes: got %v, want a named volume at KAFKA_LOG_DIRS (%q)", b, s.Volumes, logDirs)
+		} else if v := s.Volumes[i].Source; volumeOf[v] != "" {
+			problem("%s volumes: volume %s is also %s's", b, v, volumeOf[v])
+		} else {
+			volumeOf[v] = b
+		}
+
+		if hc := s.HealthCheck; hc == nil || hc.Disable || len(hc.Test) < 2 {
+			problem("%s healthcheck: got %+v, want a test command", b, hc)
+		}
+		if dep, ok := p.Services["migrate"].DependsOn[b]; !ok || dep.Condition != types.ServiceConditionHealthy {
+			problem("migrate depends_on %s: got %+v, want condition %s: the topics get a replica on every broker",
+				b, dep, types.ServiceConditionHealthy)
+		}
+	}
+
+	slices.Sort(voters)
+	for _, b := range brokers {
+		got := strings.Split(env(p.Services[b], "KAFKA_CONTROLLER_QUORUM_VOTERS"), ",")
+		if slices.Sort(got); !slices.Equal(got, voters) {
+			problem("%s KAFKA_CONTROLLER_QUORUM_VOTERS: got %q, want every broker at its controller listener, %q", b, got, voters)
+		}
+	}
+
+	slices.Sort(addrs)
+	for _, r := range composeRoles {
+		s, ok := p.Services[r.name]
+		if !ok {
+			continue // TestComposeServices reports it
+		}
+		got := strings.Split(env(s, "MAUMETER_KAFKA_BROKERS"), ",")
+		if slices.Sort(got); !slices.Equal(got, addrs) {
+			problem("%s MAUMETER_KAFKA_BROKERS: got %q, want every broker, %q", r.name, got, addrs)
+		}
+		if got := env(s, "MAUMETER_REPLICATION_FACTOR"); got != replicas {
+			problem("%s MAUMETER_REPLICATION_FACTOR: got %q, want %q: a replica on each broker", r.name, got, replicas)
+		}
+		if got := env(s, "MAUMETER_MIN_INSYNC_REPLICAS"); got != minISR {
+			problem("%s MAUMETER_MIN_INSYNC_REPLICAS: got %q, want %q: one broker may be down", r.name, got, minISR)
+		}
+	}
+	return problems
+}
+
+// kafkaListeners parses a Kafka list of NAME://host:port (listeners) or NAME:PROTOCOL (the
+// security protocol map) into name → host:port or protocol.
+func kafkaListeners(list string) map[string]string {
+	m := map[string]string{}
+	for item := range strings.SplitSeq(list, ",") {
+		name, rest, ok := strings.Cut(strings.TrimSpace(item), ":")
+		if ok {
+			m[name] = strings.TrimPrefix(rest, "//")
+		}
+	}
+	return m
 }
 
 func service(t *testing.T, p *types.Project, name string) types.ServiceConfig {
@@ -189,7 +482,7 @@ func env(s types.ServiceConfig, key string) string {
 
 func TestComposeServices(t *testing.T) {
 	p, _ := loadCompose(t)
-	want := []string{"kafka", "clickhouse", "prometheus", "grafana"}
+	want := append([]string{"clickhouse", "prometheus", "grafana"}, composeBrokers...)
 	for _, r := range composeRoles {
 		want = append(want, r.name)
 	}
@@ -212,14 +505,6 @@ func TestComposeInfrastructure(t *testing.T) {
 		targetPorts []uint32
 		volume      string // named volume mounted for the service's data
 	}{
-		{"kafka", "apache/kafka:", map[string]string{
-			"KAFKA_PROCESS_ROLES":                            "broker,controller",
-			"KAFKA_AUTO_CREATE_TOPICS_ENABLE":                "false",
-			"KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR":         "1",
-			"KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR": "1",
-			"KAFKA_TRANSACTION_STATE_LOG_MIN_ISR":            "1",
-			"KAFKA_CONTROLLER_LISTENER_NAMES":                "CONTROLLER",
-		}, nil, "/var/lib/kafka/data"},
 		{"clickhouse", "clickhouse/clickhouse-server:26.7", map[string]string{
 			"CLICKHOUSE_DB":   "maumeter",
 			"CLICKHOUSE_USER": "maumeter",
@@ -253,10 +538,6 @@ func TestComposeInfrastructure(t *testing.T) {
 		})
 	}
 
-	kafka := service(t, p, "kafka")
-	if got := env(kafka, "KAFKA_ADVERTISED_LISTENERS"); !strings.Contains(got, "://kafka:9092") {
-		t.Errorf("kafka KAFKA_ADVERTISED_LISTENERS: got %q, want a listener at kafka:9092", got)
-	}
 	ch := service(t, p, "clickhouse")
 	if n := ch.Ulimits["nofile"]; n == nil || n.Soft < 262144 || n.Hard < 262144 {
 		t.Errorf("clickhouse ulimits nofile: got %+v, want soft and hard ≥ 262144", n)
@@ -287,10 +568,8 @@ func TestComposeRoles(t *testing.T) {
 				t.Errorf("depends_on:\n got %v\nwant %v", got, r.dependsOn)
 			}
 
-			wantEnv := map[string]string{
-				"MAUMETER_KAFKA_BROKERS": "kafka:9092",
-				"MAUMETER_TENANTS":       composeTenantsPath,
-			}
+			// MAUMETER_KAFKA_BROKERS and the replication settings: TestComposeKafkaCluster.
+			wantEnv := map[string]string{"MAUMETER_TENANTS": composeTenantsPath}
 			if r.clickhouse {
 				wantEnv["MAUMETER_CLICKHOUSE_ADDR"] = "clickhouse:9000"
 				wantEnv["MAUMETER_CLICKHOUSE_DATABASE"] = env(ch, "CLICKHOUSE_DB")
@@ -324,13 +603,10 @@ func TestComposeRoles(t *testing.T) {
 				}
 			}
 
-			if r.name == "migrate" { // creates the events topic on the one-broker Kafka
+			if r.name == "migrate" { // creates the events topic
 				if n, err := strconv.Atoi(env(s, "MAUMETER_EVENTS_PARTITIONS")); err != nil || n < 1 {
 					t.Errorf("environment MAUMETER_EVENTS_PARTITIONS: got %q, want a positive integer",
 						env(s, "MAUMETER_EVENTS_PARTITIONS"))
-				}
-				if got := env(s, "MAUMETER_REPLICATION_FACTOR"); got != "1" {
-					t.Errorf("environment MAUMETER_REPLICATION_FACTOR: got %q, want \"1\": kafka has one broker", got)
 				}
 			}
 
