@@ -203,6 +203,10 @@ func TestComposeKafkaCluster(t *testing.T) {
 // everywhere (its service, its vote, its address, migrate's wait for it, replication 2 and min
 // ISR 1) leaves a consistent two-broker file, still refused.
 func TestComposeKafkaClusterRefusesFewerReplicas(t *testing.T) {
+	// Each problem below must come from its change, not from the file.
+	if p, _ := loadCompose(t); len(kafkaClusterProblems(p)) > 0 {
+		t.Fatal("docker-compose.yml has problems of its own (TestComposeKafkaCluster lists them)")
+	}
 	setEnv := func(svc, key, value string) func(*types.Project) {
 		return func(p *types.Project) {
 			s := p.Services[svc]
