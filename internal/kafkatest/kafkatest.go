@@ -6,7 +6,6 @@ package kafkatest
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -14,6 +13,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/maumeter/maumeter/pipeline/bus"
 )
 
 // Append writes n placeholder records to one partition of topic and returns the offset of the
@@ -46,47 +47,10 @@ func AppendRecords(ctx context.Context, brokers []string, topic string, partitio
 }
 
 // Commit commits offsets (partition → next offset) of topic for group, as a counter that
-// stored everything below them would. It retries while the broker is still electing the
-// group's coordinator (the first commit of a new group).
+// stored everything below them would (bus.CommitOffsets, which retries while the broker is
+// still electing the group's coordinator: the first commit of a new group).
 func Commit(ctx context.Context, brokers []string, group, topic string, offsets map[int]int64) error {
-	parts := make([]kafka.OffsetCommit, 0, len(offsets))
-	for p, o := range offsets {
-		parts = append(parts, kafka.OffsetCommit{Partition: p, Offset: o})
-	}
-	c := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		err := commit(ctx, c, group, topic, parts)
-		if err == nil || time.Now().After(deadline) || !isRetriable(err) {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return err
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
-}
-
-func commit(ctx context.Context, c *kafka.Client, group, topic string, parts []kafka.OffsetCommit) error {
-	resp, err := c.OffsetCommit(ctx, &kafka.OffsetCommitRequest{GroupID: group, GenerationID: -1,
-		Topics: map[string][]kafka.OffsetCommit{topic: parts}})
-	if err != nil {
-		return fmt.Errorf("commit %s for %s: %w", topic, group, err)
-	}
-	for _, ps := range resp.Topics {
-		for _, p := range ps {
-			if p.Error != nil {
-				return fmt.Errorf("commit %s/%d for %s: %w", topic, p.Partition, group, p.Error)
-			}
-		}
-	}
-	return nil
-}
-
-func isRetriable(err error) bool {
-	var ke kafka.Error
-	return errors.As(err, &ke) && ke.Temporary()
+	return bus.CommitOffsets(ctx, bus.Plain(brokers), group, topic, offsets)
 }
 
 // DeleteRecords deletes the records of a partition below offset, as retention would (Kafka's

@@ -163,14 +163,15 @@ func (p *Producer) Reproduce(ctx context.Context, msgs []kafka.Message) error {
 
 // CommitOffsets commits offsets (partition → next offset) of topic for group as a simple
 // consumer (generation -1): for a group with no members, such as the one the parked replayer
-// keeps its position in. Transient coordinator errors are retried for up to 15 seconds.
+// keeps its position in. Transient coordinator errors (a coordinator still being elected: the
+// first commit of a new group on a broker that just started) are retried for up to 30 seconds.
 func CommitOffsets(ctx context.Context, n *Net, group, topic string, offsets map[int]int64) error {
 	parts := make([]kafka.OffsetCommit, 0, len(offsets))
 	for p, o := range offsets {
 		parts = append(parts, kafka.OffsetCommit{Partition: p, Offset: o})
 	}
 	c := n.Client()
-	deadline := time.Now().Add(15 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for {
 		err := commitOffsets(ctx, c, group, topic, parts)
 		var kerr kafka.Error
