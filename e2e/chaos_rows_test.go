@@ -76,17 +76,23 @@ func (r *chaosRun) lateTenant(devices int) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	key, entry := newKey(t, ctx, r.p.env, "t-late")
 	now := clockNow()
 	purchased := time.Date(now.UTC().Year(), now.UTC().Month()-6, 1, 0, 0, 0, 0, time.UTC).Format(time.DateOnly)
 	i := strings.Index(string(base), "\noperator_keys:")
 	if i < 0 {
 		t.Fatalf("the pipeline's catalogue has no operator_keys line:\n%s", base)
 	}
-	withLate := string(base[:i+1]) + strings.ReplaceAll(fmt.Sprintf(lateTenant, entry), "PURCHASED", purchased) + string(base[i+1:])
+	withLate := func(entry string) []byte {
+		return []byte(string(base[:i+1]) + strings.ReplaceAll(fmt.Sprintf(lateTenant, entry), "PURCHASED", purchased) + string(base[i+1:]))
+	}
 	dir := t.TempDir()
 	r.lateFiles = [2]string{filepath.Join(dir, "gateway.yaml"), filepath.Join(dir, "counter.yaml")}
-	r.lateCatalogue = []byte(withLate)
+	// `maumeter keys new` wants the tenant in its catalogue: the gateway's, without a key yet.
+	if err := os.WriteFile(r.lateFiles[0], withLate(""), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	key, entry := newKey(t, ctx, append(slices.Clone(r.p.env), "MAUMETER_TENANTS="+r.lateFiles[0]), "t-late")
+	r.lateCatalogue = withLate(entry)
 	if err := os.WriteFile(r.lateFiles[0], r.lateCatalogue, 0o644); err != nil {
 		t.Fatal(err)
 	}
