@@ -445,11 +445,12 @@ func (r *chaosRun) clickhouseDown(d time.Duration) {
 // secondCounter starts a second counter in the group and waits until both own partitions.
 func (r *chaosRun) secondCounter() *proc {
 	r.t.Helper()
-	addr := freeAddr(r.t)
-	second := startProc(r.t, "count-2", r.p.env, "count", "--http-addr", addr)
+	addr, admin := freeAddr(r.t), freeAddr(r.t)
+	second := startProc(r.t, "count-2", r.p.env, "count", "--http-addr", addr, "--admin-addr", admin)
 	waitHTTP(r.t, second, "http://"+addr+"/healthz", 30*time.Second)
+	// /metrics is on the admin listener only.
 	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
-		if n := assignedPartitions(r.t, "http://"+addr); n > 0 && n < 8 {
+		if n := assignedPartitions(r.t, "http://"+admin); n > 0 && n < 8 {
 			r.logf("second counter owns %v of 8 partitions", n)
 			break
 		}
