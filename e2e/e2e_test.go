@@ -301,6 +301,9 @@ type pipeline struct {
 	database    string
 	topic       string
 	group       string
+	// unchecked are tenants that check leaves to its caller: a chaos row's tenant that the
+	// shared catalogue lacks (measureChaos and checkExtraAPI check it).
+	unchecked map[string]bool
 }
 
 func startPipeline(t *testing.T, name string) *pipeline {
@@ -425,7 +428,7 @@ func (p *pipeline) check(t *testing.T, tr *traffic) {
 		t.Errorf("the traffic covers %d tenant-months, want at least 6 (3 tenants × 2 months)", len(keys))
 	}
 	for k, n := range fromCH {
-		if _, ok := want[k]; !ok {
+		if _, ok := want[k]; !ok && !p.unchecked[strings.Fields(k)[0]] {
 			t.Errorf("ClickHouse has %s with MAU %d, which the truth does not", k, n)
 		}
 	}
