@@ -541,47 +541,47 @@ func setupInfra(ctx context.Context, o *options, kafka *bus.Net, store *chstore.
 		if err != nil {
 			return err
 		}
+		defaultTo(&o.rollupsTopic, bus.RollupsTopic)
+		defaultTo(&o.capsTopic, bus.CapsTopic)
+		defaultTo(&o.parkedTopic, bus.ParkedTopic)
+		defaultTo(&o.dlqTopic, bus.DLQTopic)
+		minISR := strconv.Itoa(isr)
+		// Every topic the roles use, with its partitions and what its records are:
+		//   - events: the acknowledged events, kept --events-retention (at least the close
+		//     window and grace, checked by count, serve and migrate);
+		//   - rollups and caps: the latest state per key, compacted;
+		//   - parked and dead-letter: acknowledged events waiting for an operator or a catalogue,
+		//     kept until removed (retention.ms -1), one partition each (ordering does not matter
+		//     to sets; the volume is what the counter could not place).
+		topics := []struct {
+			name       string
+			partitions int
+			configs    map[string]string
+		}{
+			{o.topic, o.partitions, map[string]string{"cleanup.policy": "delete", "retention.ms": strconv.FormatInt(retention.Milliseconds(), 10)}},
+			{o.rollupsTopic, 1, map[string]string{"cleanup.policy": "compact"}},
+			{o.capsTopic, 1, map[string]string{"cleanup.policy": "compact"}},
+			{o.parkedTopic, 1, map[string]string{"retention.ms": "-1"}},
+			{o.dlqTopic, 1, map[string]string{"retention.ms": "-1"}},
+		}
 		tctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
-		t := bus.Topic{Name: o.topic, Partitions: o.partitions, ReplicationFactor: rf, Configs: map[string]string{
-			"cleanup.policy":      "delete",
-			"retention.ms":        strconv.FormatInt(retention.Milliseconds(), 10),
-			"min.insync.replicas": strconv.Itoa(isr),
-		}}
-		if err := bus.EnsureTopic(tctx, kafka, t, log); err != nil {
-			return err
-		}
-		if o.rollupsTopic == "" {
-			o.rollupsTopic = bus.RollupsTopic
-		}
-		if o.capsTopic == "" {
-			o.capsTopic = bus.CapsTopic
-		}
-		for _, name := range []string{o.rollupsTopic, o.capsTopic} {
-			t := bus.Topic{Name: name, Partitions: 1, ReplicationFactor: rf,
-				Configs: map[string]string{"cleanup.policy": "compact", "min.insync.replicas": strconv.Itoa(isr)}}
-			if err := bus.EnsureTopic(tctx, kafka, t, log); err != nil {
-				return err
-			}
-		}
-		// Parked and dead-letter records are acknowledged events waiting for an operator or a
-		// catalogue: kept until removed (retention.ms -1), one partition each (ordering does not
-		// matter to sets; the volume is what the counter could not place).
-		if o.parkedTopic == "" {
-			o.parkedTopic = bus.ParkedTopic
-		}
-		if o.dlqTopic == "" {
-			o.dlqTopic = bus.DLQTopic
-		}
-		for _, name := range []string{o.parkedTopic, o.dlqTopic} {
-			t := bus.Topic{Name: name, Partitions: 1, ReplicationFactor: rf,
-				Configs: map[string]string{"retention.ms": "-1", "min.insync.replicas": strconv.Itoa(isr)}}
+		for _, tp := range topics {
+			tp.configs["min.insync.replicas"] = minISR
+			t := bus.Topic{Name: tp.name, Partitions: tp.partitions, ReplicationFactor: rf, Configs: tp.configs}
 			if err := bus.EnsureTopic(tctx, kafka, t, log); err != nil {
 				return err
 			}
 		}
 	}
 	return nil
+}
+
+// defaultTo sets *s to def when it is empty.
+func defaultTo(s *string, def string) {
+	if *s == "" {
+		*s = def
+	}
 }
 
 // handler returns the HTTP surface of the stack.
