@@ -77,6 +77,13 @@ test: ## Run all tests against real ClickHouse + Kafka on random ports; the e2e 
 	@# The outage test stops and restarts its broker: it gets one of its own.
 	scripts/with-services.sh --kafka -- env MAUMETER_REQUIRE_SERVICES=1 MAUMETER_KAFKA_EXCLUSIVE=1 $(GO) test -race -count=1 -timeout 10m -v ./e2e/outage
 	$(MAKE) --no-print-directory fuzz
+	$(MAKE) --no-print-directory test-sdk
+
+# The client SDKs' own tests (sdk/*); their conformance against the real gateway runs in the
+# e2e step (TestSDKConformance, sdk/CONFORMANCE.md).
+.PHONY: test-sdk
+test-sdk: ## Run the client SDKs' unit tests (sdk/go)
+	cd sdk/go && $(GO) test -race -count=1 ./...
 
 # Where `make chaos` writes the results table of the matrix (markdown).
 CHAOS_REPORT ?= .cache/chaos-report.md
@@ -126,6 +133,7 @@ lint: ## gofmt, go vet, staticcheck, shellcheck (scripts, .ci/run) and go mod ti
 	fi
 	shellcheck $$(git ls-files -co --exclude-standard '*.sh') .ci/run
 	$(GO) mod tidy -diff
+	cd sdk/go && $(GO) vet ./... && $(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./... && $(GO) mod tidy -diff
 
 .PHONY: clean
 clean: down ## Stop `make up` services; remove bin/ and .cache/up/ (keeps downloads)

@@ -1,0 +1,3 @@
+module github.com/maumeter/maumeter/sdk/go
+
+go 1.22
