@@ -52,12 +52,12 @@ var afterMigrate = map[string]string{"migrate": types.ServiceConditionCompletedS
 // (replication factor 3) and min.insync.replicas 2, so any one broker may be down.
 var composeBrokers = []string{"kafka-1", "kafka-2", "kafka-3"}
 
-// The archive role joins when `maumeter archive` exists.
 var composeRoles = []composeRole{
 	{"migrate", "migrate", "", true, migrateDependsOn()},
 	{"ingest", "ingest", "8080", false, afterMigrate},
 	{"count", "count", "9464", true, afterMigrate},
 	{"rate", "rate", "9465", true, afterMigrate},
+	{"archive", "archive", "9467", true, afterMigrate},
 }
 
 // migrateDependsOn: migrate creates the topics, with a replica on every broker, once all of

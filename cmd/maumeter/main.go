@@ -39,6 +39,7 @@ var commands = []command{
 	{"demo", "run the pipeline on generated traffic (in-process Kafka) and print MAU and bills", runDemo},
 	{"close", "close a month (or restate it) once the counters have consumed everything", runClose},
 	{"offsets", "the counters' offsets per partition (status), and accepting records deleted before they were counted (accept-loss)", runOffsets},
+	{"archive", "archive only: write the raw events to ClickHouse's events table (for disputes and analysts)", runArchive},
 	{"rate", "rate closed months into invoices (rollups topic to ClickHouse), or print a month's invoices", runRate},
 	{"audit", "export the devices billed on a tenant-month's invoice as CSV", runAudit},
 	{"keys", "make, list and check ingest keys (kept hashed in the tenant catalogue)", runKeys},

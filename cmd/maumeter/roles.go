@@ -20,6 +20,7 @@ import (
 	"github.com/maumeter/maumeter/internal/clock"
 	"github.com/maumeter/maumeter/internal/secure"
 	"github.com/maumeter/maumeter/pipeline/api"
+	"github.com/maumeter/maumeter/pipeline/archive"
 	"github.com/maumeter/maumeter/pipeline/bus"
 	"github.com/maumeter/maumeter/pipeline/caps"
 	"github.com/maumeter/maumeter/pipeline/chstore"
@@ -73,6 +74,10 @@ type options struct {
 	capInterval         time.Duration
 	migrate             bool
 	rateGroup           string
+	archiveGroup        string        // consumer group of the archive role
+	archiveTTL          time.Duration // how long the events table keeps an event (0: forever)
+	archiveBatch        int
+	archive             bool // serve: run the archive role too
 	parkedTopic         string
 	dlqTopic            string
 	parkedInterval      time.Duration
@@ -406,6 +411,7 @@ type stack struct {
 	ingest   *ingest.Handler
 	counter  *count.Counter
 	rater    *rate.Rater
+	archiver *archive.Archiver
 	embedded *bus.Embedded
 	caps     *caps.State         // the gateway's POC cap state; nil without ingest
 	keys     *tenant.Keyring     // ingest keys; nil: the catalogue's
@@ -424,7 +430,7 @@ func (s *stack) close() {
 }
 
 type roleParts struct {
-	ingest, count, rate, embeddedKafka bool
+	ingest, count, rate, archive, embeddedKafka bool
 }
 
 // build wires a role: catalogue, Kafka (embedded when allowed and no brokers are given),
@@ -453,7 +459,7 @@ func build(ctx context.Context, o *options, parts roleParts, stderr io.Writer) (
 	if s.kafka, err = o.kafkaNet(); err != nil {
 		return nil, err
 	}
-	if len(s.kafka.Brokers) == 0 && (parts.ingest || parts.count || parts.rate) {
+	if len(s.kafka.Brokers) == 0 && (parts.ingest || parts.count || parts.rate || parts.archive) {
 		if !parts.embeddedKafka {
 			return nil, fmt.Errorf("%w: --kafka-brokers (MAUMETER_KAFKA_BROKERS) is required", errUsage)
 		}
@@ -467,7 +473,7 @@ func build(ctx context.Context, o *options, parts roleParts, stderr io.Writer) (
 		log.Warn("no --kafka-brokers given: started an in-process Kafka (kfake); events live in memory only, for demos and development",
 			"brokers", s.kafka.Brokers, "replication_factor", 1)
 	}
-	if parts.count || parts.rate || o.migrate {
+	if parts.count || parts.rate || parts.archive || o.migrate {
 		if s.store, err = o.openStore(ctx, log); err != nil {
 			return nil, err
 		}
@@ -514,6 +520,20 @@ func build(ctx context.Context, o *options, parts roleParts, stderr io.Writer) (
 		s.rater, err = rate.New(rate.Config{Kafka: s.kafka, RollupsTopic: o.rollupsTopic, Group: o.rateGroup},
 			s.catalog, s.plans, s.store, o.now, log, s.reg)
 		if err != nil {
+			return nil, err
+		}
+	}
+	if parts.archive {
+		catalog := func() *tenant.Catalog { return s.catalog }
+		if s.counter != nil {
+			catalog = s.counter.Catalog // the counter's, reloaded
+		}
+		s.archiver, err = archive.New(archive.Config{Kafka: s.kafka, Topic: o.topic, Group: o.archiveGroup, BatchRows: o.archiveBatch},
+			catalog, s.store, log, s.reg)
+		if err != nil {
+			return nil, err
+		}
+		if err := s.store.SetEventsTTL(ctx, o.archiveTTL); err != nil {
 			return nil, err
 		}
 	}
@@ -638,6 +658,15 @@ func (s *stack) handler(o *options) (http.Handler, error) {
 	}
 	s.auth = auth
 	cfg.Auth = auth
+	if s.archiver != nil {
+		a := s.archiver
+		cfg.Ready = append(cfg.Ready, api.Check{Name: "archive", Fn: func(context.Context) error {
+			if since := time.Since(a.LastProgress()); since > time.Minute {
+				return fmt.Errorf("archive: no batch stored for %s", since.Round(time.Second))
+			}
+			return nil
+		}})
+	}
 	if s.counter != nil {
 		counter := s.counter
 		cfg.Ready = append(cfg.Ready, api.Check{Name: "counter", Fn: func(context.Context) error {
@@ -771,6 +800,9 @@ func runRoles(ctx context.Context, o *options, s *stack, ready chan<- string) er
 	if s.counter != nil {
 		stages = append(stages, &stage{name: "counter", run: s.counter.Run})
 	}
+	if s.archiver != nil {
+		stages = append(stages, &stage{name: "archive", run: s.archiver.Run})
+	}
 	if s.rater != nil {
 		stages = append(stages, &stage{name: "rater", run: s.rater.Run})
 	}
@@ -864,10 +896,12 @@ func runServe(ctx context.Context, now func() time.Time, args []string, stdout, 
 	fs.StringVar(&o.httpAddr, "http-addr", "127.0.0.1:8080", "HTTP listen address")
 	o.httpTLSFlags(fs)
 	fs.BoolVar(&o.migrate, "migrate", true, "apply ClickHouse migrations and create topics at start")
+	o.archiveFlags(fs)
+	fs.BoolVar(&o.archive, "archive", false, "run the archive role too: raw events into ClickHouse's events table")
 	if err := parseFlags(fs, args, stderr); err != nil {
 		return err
 	}
-	s, err := build(ctx, o, roleParts{ingest: true, count: true, rate: true, embeddedKafka: true}, stderr)
+	s, err := build(ctx, o, roleParts{ingest: true, count: true, rate: true, archive: o.archive, embeddedKafka: true}, stderr)
 	if err != nil {
 		return err
 	}
@@ -919,6 +953,36 @@ func runCount(ctx context.Context, now func() time.Time, args []string, stdout, 
 		return err
 	}
 	s, err := build(ctx, o, roleParts{count: true}, stderr)
+	if err != nil {
+		return err
+	}
+	defer s.close()
+	return runRoles(ctx, o, s, nil)
+}
+
+// archiveFlags are the flags of the archive role.
+func (o *options) archiveFlags(fs *flag.FlagSet) {
+	fs.StringVar(&o.archiveGroup, "archive-group", "maumeter-archive", "consumer group of the archive role (never the counters')")
+	fs.DurationVar(&o.archiveTTL, "archive-ttl", 0, "how long the events table keeps an event after its ts, e.g. 9600h (0: forever); applied at start")
+	fs.IntVar(&o.archiveBatch, "archive-batch", 50_000, "events written to ClickHouse per insert (at most; a batch also ends 2 s after its first event)")
+}
+
+func runArchive(ctx context.Context, now func() time.Time, args []string, stdout, stderr io.Writer) error {
+	o := &options{now: now}
+	fs := flag.NewFlagSet("archive", flag.ContinueOnError)
+	o.commonFlags(fs)
+	o.kafkaFlags(fs)
+	o.clickhouseFlags(fs)
+	o.archiveFlags(fs)
+	o.shutdownFlags(fs)
+	o.plansFlags(fs)
+	o.adminFlags(fs)
+	fs.StringVar(&o.httpAddr, "http-addr", "127.0.0.1:9465", "HTTP listen address of /healthz and /readyz")
+	o.httpTLSFlags(fs)
+	if err := parseFlags(fs, args, stderr); err != nil {
+		return err
+	}
+	s, err := build(ctx, o, roleParts{archive: true}, stderr)
 	if err != nil {
 		return err
 	}
