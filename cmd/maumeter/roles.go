@@ -26,6 +26,7 @@ import (
 	"github.com/maumeter/maumeter/pipeline/chstore"
 	"github.com/maumeter/maumeter/pipeline/count"
 	"github.com/maumeter/maumeter/pipeline/ingest"
+	"github.com/maumeter/maumeter/pipeline/quota"
 	"github.com/maumeter/maumeter/pipeline/rate"
 	"github.com/maumeter/maumeter/pkg/event"
 	"github.com/maumeter/maumeter/pkg/plan"
@@ -80,6 +81,8 @@ type options struct {
 	archive             bool // serve: run the archive role too
 	parkedTopic         string
 	dlqTopic            string
+	quotaTopic          string
+	quotaInterval       time.Duration
 	parkedInterval      time.Duration
 	catalogReload       time.Duration
 	adminAddr           string
@@ -239,6 +242,7 @@ func (o *options) commonFlags(fs *flag.FlagSet) {
 func (o *options) countFlags(fs *flag.FlagSet) {
 	o.closerFlags(fs)
 	fs.DurationVar(&o.flushInterval, "flush-interval", time.Second, "longest a first-seen device waits before it is written to ClickHouse")
+	fs.DurationVar(&o.quotaInterval, "quota-interval", 10*time.Second, "how often the counter that owns partition 0 looks for quota crossings (80 %, 100 % of the included MAU, a POC cap) to notify")
 	fs.DurationVar(&o.checkpoint, "checkpoint-interval", 10*time.Second, "how often partition rollups (sketches) are stored and offsets committed: the most a crash replays")
 	fs.DurationVar(&o.sessionTimeout, "session-timeout", 10*time.Second, "consumer-group session timeout: how soon a dead counter's partitions move")
 	fs.DurationVar(&o.capInterval, "cap-interval", time.Second, "how often the counter that owns partition 0 publishes the POC tenant-months' counted devices to the caps topic")
@@ -252,6 +256,7 @@ func (o *options) countFlags(fs *flag.FlagSet) {
 func (o *options) sideTopicFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.parkedTopic, "parked-topic", bus.ParkedTopic, "Kafka topic of parked events (tenant or app unknown to the counter's catalogue yet)")
 	fs.StringVar(&o.dlqTopic, "dlq-topic", bus.DLQTopic, "Kafka topic of records the counter cannot decode (dead-letter queue)")
+	fs.StringVar(&o.quotaTopic, "quota-topic", bus.QuotaTopic, "compacted Kafka topic of quota notices (80 %, 100 % of the included MAU, a POC cap) and their webhook deliveries")
 }
 
 // closerFlags: what a month close needs, in the counter and in the commands that close
@@ -504,11 +509,21 @@ func build(ctx context.Context, o *options, parts roleParts, stderr io.Writer) (
 		if err != nil {
 			return nil, err
 		}
+		store := s.store
+		notifier, err := quota.New(quota.Config{Kafka: s.kafka, Topic: o.quotaTopic, Interval: o.quotaInterval},
+			func() *tenant.Catalog { return s.counter.Catalog() }, s.plans,
+			func(ctx context.Context, tm chstore.TenantMonth) (map[string]uint64, error) {
+				u, err := store.AppUsage(ctx, tm, time.Time{}, time.Time{})
+				return u.MAUByApp, err
+			}, o.now, log, s.reg)
+		if err != nil {
+			return nil, err
+		}
 		s.counter, err = count.New(count.Config{
 			Kafka: s.kafka, Topic: o.topic, Group: o.group,
 			FlushInterval: o.flushInterval, CheckpointInterval: o.checkpoint,
 			SessionTimeout: o.sessionTimeout, RebalanceTimeout: o.sessionTimeout,
-			Close: o.closeConfig(), LeaderTasks: []func(context.Context){pub.Run},
+			Close: o.closeConfig(), LeaderTasks: []func(context.Context){pub.Run, notifier.Run},
 			ParkedTopic: o.parkedTopic, DLQTopic: o.dlqTopic, ParkedInterval: o.parkedInterval,
 		}, s.catalog, s.store, o.now, log, s.reg)
 		if err != nil {
@@ -565,11 +580,12 @@ func setupInfra(ctx context.Context, o *options, kafka *bus.Net, store *chstore.
 		defaultTo(&o.capsTopic, bus.CapsTopic)
 		defaultTo(&o.parkedTopic, bus.ParkedTopic)
 		defaultTo(&o.dlqTopic, bus.DLQTopic)
+		defaultTo(&o.quotaTopic, bus.QuotaTopic)
 		minISR := strconv.Itoa(isr)
 		// Every topic the roles use, with its partitions and what its records are:
 		//   - events: the acknowledged events, kept --events-retention (at least the close
 		//     window and grace, checked by count, serve and migrate);
-		//   - rollups and caps: the latest state per key, compacted;
+		//   - rollups, caps and quota notices: the latest state per key, compacted;
 		//   - parked and dead-letter: acknowledged events waiting for an operator or a catalogue,
 		//     kept until removed (retention.ms -1), one partition each (ordering does not matter
 		//     to sets; the volume is what the counter could not place).
@@ -581,6 +597,7 @@ func setupInfra(ctx context.Context, o *options, kafka *bus.Net, store *chstore.
 			{o.topic, o.partitions, map[string]string{"cleanup.policy": "delete", "retention.ms": strconv.FormatInt(retention.Milliseconds(), 10)}},
 			{o.rollupsTopic, 1, map[string]string{"cleanup.policy": "compact"}},
 			{o.capsTopic, 1, map[string]string{"cleanup.policy": "compact"}},
+			{o.quotaTopic, 1, map[string]string{"cleanup.policy": "compact"}},
 			{o.parkedTopic, 1, map[string]string{"retention.ms": "-1"}},
 			{o.dlqTopic, 1, map[string]string{"retention.ms": "-1"}},
 		}

@@ -20,6 +20,8 @@ const (
 	// DLQTopic holds records the counter cannot decode (or whose schema header it does not
 	// know); `maumeter dlq list` shows them and `maumeter dlq replay` re-produces them.
 	DLQTopic = "mau.events.dlq.v1"
+	// QuotaTopic holds the quota notices and their deliveries (pipeline/quota), compacted.
+	QuotaTopic = "mau.quota.v1"
 )
 
 // Headers the counter adds to a record it parks or sends to the DLQ. Every one starts with

@@ -14,7 +14,9 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -56,6 +58,9 @@ type Tenant struct {
 	ReadKeys []*ReadKey `yaml:"read_keys"`
 	// IngestLimit overrides the gateway's default rate limit for this tenant.
 	IngestLimit *IngestLimit `yaml:"ingest_limit"`
+	// QuotaWebhook receives the tenant's quota notices (pipeline/quota); nil: they are only
+	// published on the quota topic.
+	QuotaWebhook *QuotaWebhook `yaml:"quota_webhook"`
 
 	loc       *time.Location
 	purchased time.Time
@@ -97,6 +102,30 @@ func (c *Contract) UnitPrice() (decimal.Decimal, bool) {
 	}
 	return c.unitPrice, true
 }
+
+// QuotaWebhook is where a tenant's quota notices are delivered: URL receives a signed POST
+// (HMAC-SHA256 with the secret read from the environment variable SecretEnv, never written in
+// the catalogue).
+type QuotaWebhook struct {
+	URL       string `yaml:"url"`
+	SecretEnv string `yaml:"secret_env"`
+}
+
+// Secret is the signing secret, from the environment; "" when unset.
+func (w *QuotaWebhook) Secret() string { return os.Getenv(w.SecretEnv) }
+
+func (w *QuotaWebhook) validate() error {
+	u, err := url.Parse(w.URL)
+	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+		return fmt.Errorf("quota_webhook.url: %q is not an http(s) URL", w.URL)
+	}
+	if !envName.MatchString(w.SecretEnv) {
+		return fmt.Errorf("quota_webhook.secret_env: %q must name an environment variable ([A-Z_][A-Z0-9_]*) holding the signing secret", w.SecretEnv)
+	}
+	return nil
+}
+
+var envName = regexp.MustCompile(`^[A-Z_][A-Z0-9_]*$`)
 
 // IngestLimit is a token bucket of events (EventsPerSecond refill, Burst capacity) and a bound
 // on the requests in flight, per gateway process.
@@ -409,6 +438,11 @@ func (t *Tenant) validate(plans []string) error {
 		}
 		if l.MaxInFlight < 0 {
 			return fmt.Errorf("ingest_limit.max_inflight: %d must not be negative (0: the gateway's --tenant-max-inflight)", l.MaxInFlight)
+		}
+	}
+	if w := t.QuotaWebhook; w != nil {
+		if err := w.validate(); err != nil {
+			return err
 		}
 	}
 	return nil
