@@ -323,6 +323,7 @@ func startPipeline(t *testing.T, name string) *pipeline {
 		"MAUMETER_CAPS_TOPIC=e2e.caps." + id,
 		"MAUMETER_PARKED_TOPIC=e2e.parked." + id,
 		"MAUMETER_DLQ_TOPIC=e2e.dlq." + id,
+		"MAUMETER_QUOTA_TOPIC=e2e.quota." + id,
 		"MAUMETER_COUNT_GROUP=" + p.group,
 		"MAUMETER_ROLLUPS_TOPIC=e2e.rollups." + id,
 		"MAUMETER_RATE_GROUP=e2e-rate-" + id,

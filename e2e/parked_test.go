@@ -81,6 +81,7 @@ func TestParkedUntilTheCounterKnowsTheTenant(t *testing.T) {
 		"MAUMETER_CAPS_TOPIC=e2e.caps." + id,
 		"MAUMETER_PARKED_TOPIC=e2e.parked." + id,
 		"MAUMETER_DLQ_TOPIC=e2e.dlq." + id,
+		"MAUMETER_QUOTA_TOPIC=e2e.quota." + id,
 		"MAUMETER_COUNT_GROUP=" + group,
 		"MAUMETER_ROLLUPS_TOPIC=e2e.rollups." + id,
 		"MAUMETER_TENANTS=" + gwFile,
