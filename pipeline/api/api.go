@@ -255,11 +255,15 @@ func (cfg Config) billing(ctx context.Context, t *tenant.Tenant, m calendar.Mont
 func (cfg Config) projection(t *tenant.Tenant, h plan.Horizon, usage plan.Usage, u chstore.AppUsage) *MAUProjection {
 	p := h.Project(usage, u.NewByDay, u.PrevByApp)
 	end, low, high := cfg.Plans.Price(t, p.Point), cfg.Plans.Price(t, p.Low), cfg.Plans.Price(t, p.High)
-	// The complete days' first sightings, priced like the month, sort billable apps too.
-	complete := plan.Usage{Month: usage.Month, MAUByApp: map[string]uint64{}}
-	for app, days := range u.NewByDay {
-		for _, n := range days[:min(len(days), h.HistoryDays)] {
-			complete.MAUByApp[app] += n
+	// The complete days' first sightings, priced like the month, sort billable apps too: from
+	// the daily counts, or from the window [From, To) that AppUsage counted when it has none.
+	complete := plan.Usage{Month: usage.Month, MAUByApp: u.NewByApp}
+	if u.NewByDay != nil {
+		complete.MAUByApp = map[string]uint64{}
+		for app, days := range u.NewByDay {
+			for _, n := range days[:min(len(days), h.HistoryDays)] {
+				complete.MAUByApp[app] += n
+			}
 		}
 	}
 	ahead, _ := h.Ahead.Float64()

@@ -72,7 +72,7 @@ func TestProjectionBacktest(t *testing.T) {
 		{"declining (churn 1/60 a day, no installs), previous month known", shrinking, mar, "Asia/Shanghai", true, [3]float64{2, 1.10, 1.05}, false},
 	}
 	var table strings.Builder
-	fmt.Fprintf(&table, "| shape | day | projected | range | true | error |\n|---|---|---|---|---|---|\n")
+	fmt.Fprintf(&table, "| shape | day | projected | range | true | error | constant rate (before) |\n|---|---|---|---|---|---|---|\n")
 	for i, c := range cases {
 		loc, err := time.LoadLocation(c.zone)
 		if err != nil {
@@ -98,7 +98,16 @@ func TestProjectionBacktest(t *testing.T) {
 				r, bases := h.ProjectApp(mau, byDay, prev.MAU(), c.hasPrev)
 				ratio := float64(r.Point) / truth
 				if seed == 0 {
-					fmt.Fprintf(&table, "| %s | %d | %d | %d–%d | %d | %+.1f %% |\n", c.name, day, r.Point, r.Low, r.High, uint64(truth), 100*(ratio-1))
+					// What the constant rate of new devices over the last (at most 7) complete
+					// days, the projection before this model, made of the same day.
+					var recent float64
+					for _, n := range byDay[max(0, day-8) : day-1] {
+						recent += float64(n)
+					}
+					ahead, _ := h.Ahead.Float64()
+					before := float64(mau) + recent/float64(min(7, day-1))*ahead
+					fmt.Fprintf(&table, "| %s | %d | %d | %d–%d | %d | %+.1f %% | %.0f (×%.1f) |\n",
+						c.name, day, r.Point, r.Low, r.High, uint64(truth), 100*(ratio-1), before, before/truth)
 				}
 				f := c.factor[j]
 				out := c.inRange && (float64(r.Low) > truth || float64(r.High) < truth)
