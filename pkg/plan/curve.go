@@ -44,14 +44,17 @@ const misfitPerDay = 0.05
 // day weighing 1/(misfitPerDay²·n² + n): relative errors for large counts, so the first day's
 // size does not drown the tail, and Poisson noise for small ones; over a grid of shapes,
 // coarse then refined around the best; N and C are linear given the shape, solved exactly with
-// N, C ≥ 0.
+// N, C ≥ 0, and the loss follows from the same weighted sums (no second pass).
 func fitCurves(n []float64) (saturating, withFlow curve) {
-	q := make([]float64, len(n))
+	var sums fitSums
 	w := make([]float64, len(n))
 	for i, v := range n {
 		// A day's error: the model's misfit, relative (misfitPerDay), plus Poisson noise.
-		v = math.Max(v, 1)
-		w[i] = 1 / (misfitPerDay*misfitPerDay*v*v + v)
+		f := math.Max(v, 1)
+		w[i] = 1 / (misfitPerDay*misfitPerDay*f*f + f)
+		sums.w += w[i]
+		sums.n += w[i] * v
+		sums.nn += w[i] * v * v
 	}
 	type best struct {
 		loss float64
@@ -59,77 +62,93 @@ func fitCurves(n []float64) (saturating, withFlow curve) {
 	}
 	bs, bf := best{loss: math.Inf(1)}, best{loss: math.Inf(1)}
 	try := func(a, b float64) {
-		shares(a, b, q)
-		N, l := fitScale(n, q, w)
-		if l < bs.loss {
+		// q_t of Beta(a, b) and the weighted sums that hold q, in one pass.
+		sm := sums
+		s := 1.0
+		for t := range n {
+			j := float64(t)
+			q := s * a / (a + b + j)
+			s *= (b + j) / (a + b + j)
+			wq := w[t] * q
+			sm.q += wq
+			sm.qq += wq * q
+			sm.qn += wq * n[t]
+		}
+		if N, l := sm.scale(); l < bs.loss {
 			bs = best{l, curve{a, b, N, 0}}
 		}
-		N, C, l := fitScaleFlow(n, q, w)
-		if l < bf.loss {
+		if N, C, l := sm.scaleFlow(); l < bf.loss {
 			bf = best{l, curve{a, b, N, C}}
 		}
 	}
-	// α in [0.02, 20], β in [0.05, 500], ten steps a decade.
-	const step = 0.1
-	for i := 0; i <= 30; i++ {
-		for j := 0; j <= 40; j++ {
-			try(0.02*math.Pow(10, float64(i)*step), 0.05*math.Pow(10, float64(j)*step))
+	for _, a := range gridAlpha {
+		for _, b := range gridBeta {
+			try(a, b)
 		}
 	}
 	for _, b := range []curve{bs.c, bf.c} {
-		la, lb := math.Log10(b.alpha), math.Log10(b.beta)
-		for i := -4; i <= 4; i++ {
-			for j := -4; j <= 4; j++ {
-				try(math.Pow(10, la+float64(i)*step/4), math.Pow(10, lb+float64(j)*step/4))
+		for _, ma := range gridRefine {
+			for _, mb := range gridRefine {
+				try(b.alpha*ma, b.beta*mb)
 			}
 		}
 	}
 	return bs.c, bf.c
 }
 
-// fitScale is the N ≥ 0 minimising Σ w (n − N q)², and that sum.
-func fitScale(n, q, w []float64) (N, loss float64) {
-	var sqq, sqn float64
-	for t := range n {
-		sqq += w[t] * q[t] * q[t]
-		sqn += w[t] * q[t] * n[t]
+// The grid of shapes: α in [0.02, 20] and β in [0.05, 500], ten steps a decade; then ±one
+// step around each best at a quarter of it. (Five steps a decade land in other local minima:
+// the sticky shape's day 7 then misses its range in the backtest.) Computed once: math.Pow
+// was half of a fit.
+var (
+	gridAlpha  = decades(0.02, 3, 10)
+	gridBeta   = decades(0.05, 4, 10)
+	gridRefine = func() []float64 {
+		out := make([]float64, 0, 9)
+		for i := -4; i <= 4; i++ {
+			out = append(out, math.Pow(10, float64(i)/40))
+		}
+		return out
+	}()
+)
+
+// decades is from, from·10^(1/perDecade), … up to from·10^n.
+func decades(from float64, n, perDecade int) []float64 {
+	out := make([]float64, 0, n*perDecade+1)
+	for i := 0; i <= n*perDecade; i++ {
+		out = append(out, from*math.Pow(10, float64(i)/float64(perDecade)))
 	}
-	if sqq > 0 {
-		N = math.Max(0, sqn/sqq)
-	}
-	return N, sumSq(n, q, w, N, 0)
+	return out
 }
 
-// fitScaleFlow is the N, C ≥ 0 minimising Σ w (n − N q − C)², and that sum.
-func fitScaleFlow(n, q, w []float64) (N, C, loss float64) {
-	var sw, sq, sn, sqq, sqn float64
-	for t := range n {
-		sw += w[t]
-		sq += w[t] * q[t]
-		sn += w[t] * n[t]
-		sqq += w[t] * q[t] * q[t]
-		sqn += w[t] * q[t] * n[t]
+// fitSums are the weighted sums Σw, Σw·n, Σw·n², Σw·q, Σw·q², Σw·q·n over the complete days.
+type fitSums struct{ w, n, nn, q, qq, qn float64 }
+
+// loss is Σ w (n − N q − C)², expanded.
+func (s fitSums) loss(N, C float64) float64 {
+	return s.nn - 2*N*s.qn - 2*C*s.n + N*N*s.qq + 2*N*C*s.q + C*C*s.w
+}
+
+// scale is the N ≥ 0 minimising Σ w (n − N q)², and that sum.
+func (s fitSums) scale() (N, loss float64) {
+	if s.qq > 0 {
+		N = math.Max(0, s.qn/s.qq)
 	}
-	if det := sw*sqq - sq*sq; det > 1e-12*sw*sqq {
-		N, C = (sw*sqn-sq*sn)/det, (sqq*sn-sq*sqn)/det
+	return N, s.loss(N, 0)
+}
+
+// scaleFlow is the N, C ≥ 0 minimising Σ w (n − N q − C)², and that sum.
+func (s fitSums) scaleFlow() (N, C, loss float64) {
+	if det := s.w*s.qq - s.q*s.q; det > 1e-12*s.w*s.qq {
+		N, C = (s.w*s.qn-s.q*s.n)/det, (s.qq*s.n-s.q*s.qn)/det
 		if N >= 0 && C >= 0 {
-			return N, C, sumSq(n, q, w, N, C)
+			return N, C, s.loss(N, C)
 		}
 	}
-	// On the boundary: the better of the flow alone and the population alone.
-	N, l := fitScale(n, q, w)
-	C = sn / sw
-	if lc := sumSq(n, q, w, 0, C); lc < l {
-		return 0, C, lc
+	// On the boundary: the better of the population alone and the flow alone.
+	N, l := s.scale()
+	if C = s.n / s.w; s.loss(0, C) < l {
+		return 0, C, s.loss(0, C)
 	}
 	return N, 0, l
-}
-
-func sumSq(n, q, w []float64, N, C float64) float64 {
-	var l float64
-	for t := range n {
-		d := n[t] - N*q[t] - C
-		l += w[t] * d * d
-	}
-	return l
 }
