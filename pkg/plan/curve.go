@@ -67,8 +67,9 @@ func fitCurves(n []float64) (saturating, withFlow curve) {
 		s := 1.0
 		for t := range n {
 			j := float64(t)
-			q := s * a / (a + b + j)
-			s *= (b + j) / (a + b + j)
+			inv := 1 / (a + b + j)
+			q := s * a * inv
+			s *= (b + j) * inv
 			wq := w[t] * q
 			sm.q += wq
 			sm.qq += wq * q

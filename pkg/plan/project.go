@@ -16,9 +16,11 @@ import (
 const ProjectionMethod = "returning-device model per app on the devices first seen each day of the month in the tenant's zone: " +
 	"each device returns on a day with its own probability, beta-distributed across devices (the beta-geometric reach curve), " +
 	"fitted on the complete days; low = that curve alone (the month's population saturates), high = the curve plus a constant " +
-	"flow of new devices fitted with it, point = their geometric mean; with fewer than 4 complete days, month end = day 1's devices " +
-	"× 4 (2–8.3: DAU/MAU 0.5–0.12); blended with the previous month's MAU per app when known (weighted by each estimate's spread); " +
-	"never below today's MAU nor above the busiest complete day carried over every day left; priced like the bill, with the plan in force"
+	"flow of new devices fitted with it, point = their geometric mean, the range at least ±25 % of the devices still to come " +
+	"(more for small tenants); with fewer than 4 complete days, month end = day 1's devices × 4 (2–8.3: DAU/MAU 0.5–0.12), " +
+	"without daily counts that prior scaled to the MAU so far; blended with the previous month's MAU per app when known " +
+	"(weighted by each estimate's spread); never below today's MAU nor above the busiest complete day carried over every day " +
+	"left; priced like the bill, with the plan in force"
 
 // Model constants, with their reasons (docs/ARCHITECTURE.md "Projection").
 const (
@@ -43,8 +45,8 @@ const (
 	// minSpread keeps a fit whose low and high agree from silencing the previous month.
 	minSpread = 0.03
 	// tailPerDay is the share of a month's MAU first seen on each of its last days, used to
-	// carry a previous month of another length when the curve is not fitted (about 1 % a day
-	// in the backtest's steady shapes at day 30).
+	// carry a previous month of another length to this one's (about 1 % a day in the
+	// backtest's steady shapes at day 30).
 	tailPerDay = 0.01
 )
 

@@ -141,6 +141,10 @@ func TestProjectApp(t *testing.T) {
 	f("previous month far off", noon2, app{1500, []uint64{1000, 500}, 10_000_000, true},
 		func(r Range) bool { return r.Point < 5000 && r.High < 10_000 }, BasisPrior, BasisPrev)
 
+	// Saturation, not wrap: 2^63 devices on day 1 carried 4× is past uint64.
+	f("huge", noon2, app{1 << 63, []uint64{1 << 63, 0}, 0, false},
+		is(Range{math.MaxUint64, math.MaxUint64, math.MaxUint64}), BasisPrior)
+
 	// No daily counts: the prior curve scaled to the MAU so far. Day 16 at noon of 30 days is
 	// 15.5 days in: day 1 plus half the prior's tail, 1/2.5 of the month at 4× → 1000 / 0.625.
 	noon16 := horizonAt(t, time.Date(2026, 11, 16, 12, 0, 0, 0, time.UTC))
