@@ -14,14 +14,14 @@
 //   - POC caps (publisher, gateway state)  pipeline/caps (and docs/ARCHITECTURE.md, "POC caps")
 //   - pricing a month, invoices, evidence  pkg/plan, pipeline/rate
 //   - adjustments, billing order, bills    pipeline/rate (invoice.go Adjust, bill.go), pipeline/chstore (billing.go)
-//   - quota, cost to date, projection      pipeline/api (billing), pkg/plan (project.go)
+//   - quota, cost to date, projection      pipeline/api (billing, projection), pkg/plan (project.go, curve.go, backtest_test.go)
 //   - Kafka topics, producer, lag, kfake   pipeline/bus (topics.go: retention check; EventsBalancer: murmur2)
 //   - lost offsets, accept-loss            pipeline/count (count.go startOffset, awaitAccepted), cmd/maumeter (offsets.go)
 //   - Kafka TLS and SASL (bus.Net)         pipeline/bus (net.go), internal/secure (TLS files, secrets)
 //   - ClickHouse tables and queries        schemas/clickhouse, pipeline/chstore
 //   - HTTP routes                          pipeline/api, schemas/openapi.yaml
 //   - who may read (read, operator keys)   pipeline/api (auth.go), pkg/tenant (keys.go)
-//   - generated traffic (demo, loadgen)    pipeline/loadgen
+//   - generated traffic (demo, loadgen)    pipeline/loadgen, pkg/population (returning devices)
 //
 // Nothing here is imported by pkg/: pkg is pure domain code with no I/O.
 package pipeline

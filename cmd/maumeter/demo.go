@@ -309,7 +309,9 @@ func runDemo(ctx context.Context, now func() time.Time, args []string, stdout, s
 		}
 		projMAU, projUSD, flags := "-", "-", orDash(strings.Join(b.Flags, ","))
 		if got.MAUBilling != nil && got.Projection != nil {
-			projMAU, projUSD = fmt.Sprint(got.Projection.MonthEndMAU), got.Projection.MonthEndAmountUSD
+			pr := got.Projection
+			projMAU = fmt.Sprintf("%d (%d–%d)", pr.MonthEndMAU, pr.MonthEndMAULow, pr.MonthEndMAUHigh)
+			projUSD = fmt.Sprintf("%s (%s–%s)", pr.MonthEndAmountUSD, pr.MonthEndAmountLowUSD, pr.MonthEndAmountHighUSD)
 			if len(got.Projection.Flags) > 0 { // e.g. a POC month whose rate would pass its cap (refused at the door)
 				flags += " (projected: " + strings.Join(got.Projection.Flags, ",") + ")"
 			}

@@ -85,6 +85,11 @@ func TestCommandsTakePlans(t *testing.T) {
 				t.Errorf("loadgen: err %v, %d events received, stdout %q; want events sent for acme", err, received.Load(), stdout)
 			}
 		}},
+		{"loadgen --returning", runLoadgen, []string{"--url", srv.URL, "--devices", "30", "--days", "3", "--returning", "typical", "--ingest-keys", "acme=mmk_x"}, func(t *testing.T, err error, stdout string) {
+			if err != nil || !strings.HasPrefix(stdout, "sent ") {
+				t.Errorf("loadgen --returning: err %v, stdout %q; want events sent for acme", err, stdout)
+			}
+		}},
 		{"keys list", runKeys, []string{"list"}, func(t *testing.T, err error, stdout string) {
 			if err != nil || !strings.HasPrefix(stdout, "KIND") {
 				t.Errorf("keys list: err %v, stdout %q; want the (empty) key table", err, stdout)

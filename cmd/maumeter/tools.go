@@ -20,6 +20,7 @@ import (
 	"github.com/maumeter/maumeter/pipeline/loadgen"
 	"github.com/maumeter/maumeter/pkg/calendar"
 	"github.com/maumeter/maumeter/pkg/event"
+	"github.com/maumeter/maumeter/pkg/population"
 	"github.com/maumeter/maumeter/pkg/tenant"
 )
 
@@ -197,6 +198,8 @@ func runLoadgen(ctx context.Context, now func() time.Time, args []string, stdout
 	batch := fs.Int("batch", 500, "events per request")
 	conc := fs.Int("concurrency", 4, "requests in flight")
 	keyList := fs.String("ingest-keys", "", "ingest key of each tenant: tenant=key,tenant=key (see \"maumeter keys new\")")
+	mix := fs.String("returning", "", "devices return like a real app's (pkg/population): typical, sticky or casual; "+
+		"--devices is then the returning population, --events-per-device the mean events per active day")
 	if err := parseFlags(fs, args, stderr); err != nil {
 		return err
 	}
@@ -208,6 +211,10 @@ func runLoadgen(ctx context.Context, now func() time.Time, args []string, stdout
 	if err != nil {
 		return err
 	}
+	segments, ok := map[string][]population.Segment{"": nil, "typical": population.Typical, "sticky": population.Sticky, "casual": population.Casual}[*mix]
+	if !ok {
+		return fmt.Errorf("--returning %q: want typical, sticky or casual", *mix)
+	}
 	var tenants []loadgen.Tenant
 	for _, t := range catalog.Tenants {
 		tenants = append(tenants, loadgen.Tenant{ID: t.ID, Apps: appsOf(t), Location: t.Location(), Devices: *devices})
@@ -215,7 +222,7 @@ func runLoadgen(ctx context.Context, now func() time.Time, args []string, stdout
 	at := o.now()
 	st, err := loadgen.Run(ctx, loadgen.Config{
 		URL: *url, Keys: keys, Tenants: tenants, EventsPer: *eventsPer, Batch: *batch, Concurrency: *conc,
-		From: at.Add(-time.Duration(*days) * 24 * time.Hour), To: at, Seed: uint64(at.UnixNano()),
+		From: at.Add(-time.Duration(*days) * 24 * time.Hour), To: at, Seed: uint64(at.UnixNano()), Returning: segments,
 	}, &http.Client{Timeout: 30 * time.Second})
 	fmt.Fprintf(stdout, "sent %d events in %d requests (%d retries), %d accepted, %d refused with poc_cap_reached, in %s (%.0f events/s)\n",
 		st.Events, st.Requests, st.Retries, st.Accepted, st.Rejected, st.Elapsed.Round(time.Millisecond), float64(st.Accepted)/st.Elapsed.Seconds())

@@ -154,21 +154,28 @@ type MAUBilling struct {
 	Projection      *MAUProjection `json:"projection,omitempty"` // the tenant's current, open month only, from its day 2
 }
 
-// MAUProjection is the month carried to its end (plan.Horizon): the billable MAU and the bill
-// it would come to at the recent rate of new devices.
+// MAUProjection is the month carried to its end (plan.Horizon.Project): the billable MAU and
+// the bill it would come to, as a point and a range, from the devices first seen each day of
+// the month so far and the previous month's MAU when known.
 type MAUProjection struct {
-	MonthEndMAU       int64    `json:"month_end_mau"` // billable
-	MonthEndAmountUSD string   `json:"month_end_amount_usd"`
-	MonthEndQuotaUsed *float64 `json:"month_end_quota_used,omitempty"`
-	Flags             []string `json:"flags"` // of the projected bill: poc_cap_exceeded warns of the cap
-	Method            string   `json:"method"`
-	// The basis: billable devices first seen in the HistoryDays complete days [From, To) of
-	// the tenant's zone, and the days left after as_of.
-	HistoryDays    int       `json:"history_days"`
-	HistoryFrom    time.Time `json:"history_from"`
-	HistoryTo      time.Time `json:"history_to"`
-	NewBillableMAU int64     `json:"new_billable_mau"`
-	DaysAhead      float64   `json:"days_ahead"` // to 4 places; the arithmetic is exact
+	MonthEndMAU           int64    `json:"month_end_mau"` // billable, the point
+	MonthEndMAULow        int64    `json:"month_end_mau_low"`
+	MonthEndMAUHigh       int64    `json:"month_end_mau_high"`
+	MonthEndAmountUSD     string   `json:"month_end_amount_usd"`
+	MonthEndAmountLowUSD  string   `json:"month_end_amount_low_usd"`
+	MonthEndAmountHighUSD string   `json:"month_end_amount_high_usd"`
+	MonthEndQuotaUsed     *float64 `json:"month_end_quota_used,omitempty"`
+	Flags                 []string `json:"flags"` // of the projected bill (the point): poc_cap_exceeded warns of the cap
+	Method                string   `json:"method"`
+	// The basis: the HistoryDays complete days [From, To) of the month in the tenant's zone
+	// the curve is fitted on, the billable devices first seen in them, the previous month's
+	// billable MAU when known, and the days left after as_of.
+	HistoryDays     int       `json:"history_days"`
+	HistoryFrom     time.Time `json:"history_from"`
+	HistoryTo       time.Time `json:"history_to"`
+	NewBillableMAU  int64     `json:"new_billable_mau"`
+	PrevBillableMAU *int64    `json:"prev_billable_mau,omitempty"`
+	DaysAhead       float64   `json:"days_ahead"` // to 4 places; the arithmetic is exact
 }
 
 func (cfg Config) mau(w http.ResponseWriter, r *http.Request) {
@@ -222,7 +229,7 @@ func (cfg Config) mau(w http.ResponseWriter, r *http.Request) {
 // billing prices month m of t to date and, when m is t's current month and open, projects it.
 // One ClickHouse query.
 func (cfg Config) billing(ctx context.Context, t *tenant.Tenant, m calendar.Month, now time.Time, closed bool) (*MAUBilling, error) {
-	h, project := plan.NewHorizon(now, t.Location(), m, plan.ProjectionDays)
+	h, project := plan.NewHorizon(now, t.Location(), m)
 	project = project && !closed
 	var from, to time.Time // a zero window counts no new devices
 	if project {
@@ -237,18 +244,43 @@ func (cfg Config) billing(ctx context.Context, t *tenant.Tenant, m calendar.Mont
 	out := &MAUBilling{Plan: b.Plan, IncludedMAU: b.IncludedMAU, BillableMAU: b.MAU, TestingMAU: b.TestingMAU,
 		QuotaUsed: ratio(b.MAU, b.IncludedMAU), AmountToDateUSD: b.Amount.StringFixed(2), Flags: b.Flags}
 	if project {
-		end := cfg.Plans.Price(t, h.Project(usage, u.NewByApp))
-		ahead, _ := h.Ahead.Float64()
-		out.Projection = &MAUProjection{
-			MonthEndMAU: end.MAU, MonthEndAmountUSD: end.Amount.StringFixed(2), MonthEndQuotaUsed: ratio(end.MAU, end.IncludedMAU),
-			Flags: end.Flags, Method: plan.ProjectionMethod,
-			HistoryDays: h.HistoryDays, HistoryFrom: h.From.UTC(), HistoryTo: h.To.UTC(),
-			// Priced like the month, the new devices alone sort billable from testing apps.
-			NewBillableMAU: cfg.Plans.Price(t, plan.Usage{Month: m, MAUByApp: u.NewByApp}).MAU,
-			DaysAhead:      math.Round(ahead*1e4) / 1e4,
-		}
+		out.Projection = cfg.projection(t, h, usage, u)
 	}
 	return out, nil
+}
+
+// projection carries usage to the month's end per app (each app its own curve), then prices
+// the point and both ends of the range like the month: Price alone sorts billable from
+// testing apps, so the projected billable MAU counts only the apps the bill will.
+func (cfg Config) projection(t *tenant.Tenant, h plan.Horizon, usage plan.Usage, u chstore.AppUsage) *MAUProjection {
+	p := h.Project(usage, u.NewByDay, u.PrevByApp)
+	end, low, high := cfg.Plans.Price(t, p.Point), cfg.Plans.Price(t, p.Low), cfg.Plans.Price(t, p.High)
+	// The complete days' first sightings, priced like the month, sort billable apps too: from
+	// the daily counts, or from the window [From, To) that AppUsage counted when it has none.
+	complete := plan.Usage{Month: usage.Month, MAUByApp: u.NewByApp}
+	if u.NewByDay != nil {
+		complete.MAUByApp = map[string]uint64{}
+		for app, days := range u.NewByDay {
+			for _, n := range days[:min(len(days), h.HistoryDays)] {
+				complete.MAUByApp[app] += n
+			}
+		}
+	}
+	ahead, _ := h.Ahead.Float64()
+	out := &MAUProjection{
+		MonthEndMAU: end.MAU, MonthEndMAULow: low.MAU, MonthEndMAUHigh: high.MAU,
+		MonthEndAmountUSD: end.Amount.StringFixed(2), MonthEndAmountLowUSD: low.Amount.StringFixed(2),
+		MonthEndAmountHighUSD: high.Amount.StringFixed(2), MonthEndQuotaUsed: ratio(end.MAU, end.IncludedMAU),
+		Flags: end.Flags, Method: p.Method,
+		HistoryDays: h.HistoryDays, HistoryFrom: h.From.UTC(), HistoryTo: h.To.UTC(),
+		NewBillableMAU: cfg.Plans.Price(t, complete).MAU,
+		DaysAhead:      math.Round(ahead*1e4) / 1e4,
+	}
+	if u.PrevByApp != nil {
+		prev := cfg.Plans.Price(t, plan.Usage{Month: usage.Month.Prev(), MAUByApp: u.PrevByApp}).MAU
+		out.PrevBillableMAU = &prev
+	}
+	return out
 }
 
 // ratio is n/of to 4 places; nil when of is not positive.

@@ -12,9 +12,11 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/shopspring/decimal"
 	"gopkg.in/yaml.v3"
 
 	"github.com/maumeter/maumeter/pipeline/chstore"
+	"github.com/maumeter/maumeter/pkg/calendar"
 	"github.com/maumeter/maumeter/pkg/plan"
 	"github.com/maumeter/maumeter/pkg/tenant"
 	"github.com/maumeter/maumeter/schemas"
@@ -76,7 +78,11 @@ func TestMAUBilling(t *testing.T) {
 		return chstore.TenantMonth{TenantID: tenant, Month: month}
 	}
 	usage := &fakeUsage{asked: map[chstore.TenantMonth][2]time.Time{}, usage: map[chstore.TenantMonth]chstore.AppUsage{
-		tm("acme", "2026-03"):   {MAUByApp: map[string]uint64{"a": 1500, "qa": 40}, NewByApp: map[string]uint64{"a": 140, "qa": 7}},
+		// March 8 in New York: 7 complete days and today's first sightings so far, a known
+		// February (28 days).
+		tm("acme", "2026-03"): {MAUByApp: map[string]uint64{"a": 1500, "qa": 40}, NewByApp: map[string]uint64{"a": 140, "qa": 7},
+			NewByDay:  map[string][]uint64{"a": {500, 250, 180, 150, 130, 110, 100, 80}, "qa": {20, 5, 5, 3, 3, 2, 1, 1}},
+			PrevByApp: map[string]uint64{"a": 1900, "qa": 60}},
 		tm("acme", "2026-02"):   {MAUByApp: map[string]uint64{"a": 900, "qa": 5}, NewByApp: map[string]uint64{"a": 50}},
 		tm("poc", "2026-03"):    {MAUByApp: map[string]uint64{"p": 150}, NewByApp: map[string]uint64{"p": 35}},
 		tm("lapsed", "2026-03"): {MAUByApp: map[string]uint64{"l": 10}, NewByApp: map[string]uint64{"l": 7}},
@@ -117,10 +123,15 @@ func TestMAUBilling(t *testing.T) {
 		}
 		return *p
 	}
+	deref64 := func(p *int64) any {
+		if p == nil {
+			return "omitted"
+		}
+		return *p
+	}
 
 	// acme's current month: billable 1500 (the testing app apart, the estimates ignored), 500
-	// over the contract's 1,000 at 0.012. Projected: a + 140/7 × (23 + 12/23) = +470.43 → 1970,
-	// 970 over → 11.64.
+	// over the contract's 1,000 at 0.012.
 	r, _ := read("/v1/tenants/acme/mau")
 	b := r.MAUBilling
 	f("acme month", r.Month, "2026-03")
@@ -132,18 +143,37 @@ func TestMAUBilling(t *testing.T) {
 	f("acme quota_used", deref(b.QuotaUsed), 1.5)
 	f("acme amount", b.AmountToDateUSD, "6.00")
 	f("acme flags", b.Flags, []string{})
+	// Projected: app a alone (qa is a testing app), on the curve fitted on its 7 complete days
+	// blended with February's 1,900; the range priced at both ends.
+	hz, _ := plan.NewHorizon(now, cat.Tenants[0].Location(), calendar.Month{Year: 2026, Month: time.March})
+	want, _ := hz.ProjectApp(1500, []uint64{500, 250, 180, 150, 130, 110, 100, 80}, 1900, true)
 	if p := b.Projection; p == nil {
 		t.Errorf("acme: no projection for the current month")
 	} else {
-		f("acme month_end_mau", p.MonthEndMAU, 1970)
-		f("acme month_end_amount", p.MonthEndAmountUSD, "11.64")
-		f("acme month_end_quota", deref(p.MonthEndQuotaUsed), 1.97)
+		f("acme month_end_mau low/point/high", []int64{p.MonthEndMAULow, p.MonthEndMAU, p.MonthEndMAUHigh},
+			[]int64{int64(want.Low), int64(want.Point), int64(want.High)})
+		// Whatever the curve, the month ends above today's 1500 and near February's 1,900 (the
+		// last days bring 80–110 devices a day for 23.5 more days, thinning).
+		if p.MonthEndMAULow < 1500 || p.MonthEndMAU < 1700 || p.MonthEndMAU > 2300 || p.MonthEndMAUHigh < p.MonthEndMAU {
+			t.Errorf("acme projection %d (%d–%d), want about February's 1,900", p.MonthEndMAU, p.MonthEndMAULow, p.MonthEndMAUHigh)
+		}
+		over := func(mau int64) string {
+			return decimal.NewFromInt(mau - 1000).Mul(decimal.RequireFromString("0.012")).StringFixed(2)
+		}
+		f("acme month_end_amounts", []string{p.MonthEndAmountLowUSD, p.MonthEndAmountUSD, p.MonthEndAmountHighUSD},
+			[]string{over(p.MonthEndMAULow), over(p.MonthEndMAU), over(p.MonthEndMAUHigh)})
+		f("acme month_end_quota", deref(p.MonthEndQuotaUsed), float64(p.MonthEndMAU)/1000)
 		f("acme projection flags", p.Flags, []string{})
 		f("acme history", []any{p.HistoryDays, p.HistoryFrom.Format(time.RFC3339), p.HistoryTo.Format(time.RFC3339)},
 			[]any{7, "2026-03-01T05:00:00Z", "2026-03-08T05:00:00Z"})
-		f("acme new billable", p.NewBillableMAU, 140)
+		f("acme new billable (a's 7 complete days)", p.NewBillableMAU, 500+250+180+150+130+110+100)
+		f("acme previous billable", deref64(p.PrevBillableMAU), 1900)
 		f("acme days ahead", p.DaysAhead, 23.5217)
-		f("acme method", p.Method != "", true)
+		for _, s := range []string{string(plan.BasisFit), string(plan.BasisPrev) + " (2 of 2 apps)"} {
+			if !strings.Contains(p.Method, s) {
+				t.Errorf("acme method %q does not say %q", p.Method, s)
+			}
+		}
 	}
 	f("acme window asked", usage.asked[tm("acme", "2026-03")], [2]time.Time{
 		time.Date(2026, 3, 1, 5, 0, 0, 0, time.UTC), time.Date(2026, 3, 8, 5, 0, 0, 0, time.UTC)})
@@ -158,15 +188,20 @@ func TestMAUBilling(t *testing.T) {
 	r, body = read("/v1/tenants/acme/mau?month=2026-04")
 	f("acme 2026-04", []any{r.BillableMAU, r.AmountToDateUSD, deref(r.QuotaUsed), strings.Contains(body, "projection")}, []any{0, "0.00", 0, false})
 
-	// POC: the cap counts the testing app; the projection (150 + 5 × 70/3 = 266.67 → 267) warns
-	// of the cap and is never charged.
+	// POC: the cap counts the testing app. No daily counts (a store that has none): the prior
+	// curve scaled to the MAU so far. 16:00Z on March 8 is 7⅔ days into 31 in UTC, day 1 and
+	// 6⅔/30 of the prior's tail: 150 / ((1 + 3 × 2/9) / 4) = 360 (range 245–475), over the cap
+	// of 200: warned, never charged.
 	r, _ = read("/v1/tenants/poc/mau")
 	f("poc", []any{r.Plan, r.IncludedMAU, r.BillableMAU, r.TestingMAU, deref(r.QuotaUsed), r.AmountToDateUSD, r.Flags},
 		[]any{"poc_pro", 200, 150, 150, 0.75, "0.00", []string{}})
 	if p := r.Projection; p == nil {
 		t.Errorf("poc: no projection")
 	} else {
-		f("poc projection", []any{p.MonthEndMAU, p.MonthEndAmountUSD, p.Flags, p.DaysAhead}, []any{267, "0.00", []string{plan.FlagPOCCapExceeded}, 23.3333})
+		f("poc projection", []any{p.MonthEndMAULow, p.MonthEndMAU, p.MonthEndMAUHigh, p.MonthEndAmountUSD, p.MonthEndAmountHighUSD, p.Flags, p.DaysAhead},
+			[]any{245, 360, 475, "0.00", "0.00", []string{plan.FlagPOCCapExceeded}, 23.3333})
+		f("poc method", strings.Contains(p.Method, string(plan.BasisMAU)), true)
+		f("poc previous billable", deref64(p.PrevBillableMAU), "omitted")
 	}
 
 	// No plan in force: empty plan, flagged, no quota, nothing charged; still projected.
@@ -174,9 +209,9 @@ func TestMAUBilling(t *testing.T) {
 	f("lapsed", []any{r.Plan, r.IncludedMAU, r.BillableMAU, deref(r.QuotaUsed), r.AmountToDateUSD, r.Flags},
 		[]any{"", 0, 10, "omitted", "0.00", []string{plan.FlagNoActivePlan}})
 	f("lapsed plan field present", strings.Contains(body, `"plan":""`), true)
-	// 7 new devices in 7 days: one a day over 23 + 8/24 days → 23.
-	if p := r.Projection; p == nil || p.MonthEndMAU != 10+23 || p.MonthEndAmountUSD != "0.00" || !slices.Equal(p.Flags, []string{plan.FlagNoActivePlan}) {
-		t.Errorf("lapsed projection %+v, want 33 MAU, nothing charged, flagged no_active_plan", p)
+	// 10 devices 7⅔ days in: 24 at the prior's 4×, nothing charged, flagged.
+	if p := r.Projection; p == nil || p.MonthEndMAU != 24 || p.MonthEndAmountUSD != "0.00" || !slices.Equal(p.Flags, []string{plan.FlagNoActivePlan}) {
+		t.Errorf("lapsed projection %+v, want 24 MAU, nothing charged, flagged no_active_plan", p)
 	}
 
 	// The store failing fails the read, as the MAU itself does.
@@ -215,7 +250,7 @@ func TestOpenAPIDocumentsMAU(t *testing.T) {
 	}
 	one := 1.0
 	full := MAUResponse{RollupVersion: 1, HLLEstimate: 1, HLLRelativeError: 1, ByApp: map[string]uint64{"a": 1},
-		MAUBilling: &MAUBilling{QuotaUsed: &one, Projection: &MAUProjection{MonthEndQuotaUsed: &one}}}
+		MAUBilling: &MAUBilling{QuotaUsed: &one, Projection: &MAUProjection{MonthEndQuotaUsed: &one, PrevBillableMAU: new(int64)}}}
 	data, err := json.Marshal(full)
 	if err != nil {
 		t.Fatal(err)

@@ -396,6 +396,12 @@ type AppUsage struct {
 	// NewByApp counts, per app, the devices whose first_seen_at (the earliest of a device's
 	// rows) lies in the window; apps with none are absent.
 	NewByApp map[string]uint64
+	// NewByDay is, per app, the devices of that app first seen on each day of the month in
+	// the tenant's zone: index 0 = day 1, length = days elapsed up to and including the
+	// current (partial) day. The projection fits its curve on it (plan.Horizon.Project).
+	NewByDay map[string][]uint64
+	// PrevByApp is the exact MAU per app of the previous month when known, nil otherwise.
+	PrevByApp map[string]uint64
 }
 
 // AppUsage reads the exact per-app MAU of tm and the devices first seen in [from, to) in one

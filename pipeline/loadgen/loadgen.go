@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/maumeter/maumeter/pkg/calendar"
+	"github.com/maumeter/maumeter/pkg/population"
 )
 
 // Tenant is one tenant to generate traffic for.
@@ -41,6 +42,13 @@ type Config struct {
 	Batch       int // events per request (default 500)
 	Concurrency int // requests in flight (default 4)
 	Seed        uint64
+	// Returning, when set, makes each tenant's devices a returning population (pkg/population)
+	// instead of devices each seen at random instants of [From, To): per app, Tenant.Devices /
+	// len(Apps) devices whose daily return probabilities are these segments' (e.g.
+	// population.Typical), installs of 1/180 of them a day and churn of 1/180 a day; each
+	// active day sends 1 + Exp(EventsPer − 1) events. The month's first sightings then thin
+	// out as a real app's do, which is what the projection is backtested on.
+	Returning []population.Segment
 }
 
 // Stats is what a run did.
@@ -180,7 +188,6 @@ func Run(ctx context.Context, cfg Config, client *http.Client) (Stats, error) {
 		})
 	}
 	rng := rand.New(rand.NewPCG(cfg.Seed, 0x6d61756d))
-	span := cfg.To.Sub(cfg.From)
 	// A batch holds one tenant's events: a key belongs to one tenant.
 	pending := map[string][]wireEvent{}
 	flush := func(tenant string) bool {
@@ -196,36 +203,22 @@ func Run(ctx context.Context, cfg Config, client *http.Client) (Stats, error) {
 			return false
 		}
 	}
-	// Devices are interleaved across tenants so the requests of all tenants mix, as a shared
-	// ingest endpoint sees them.
-	maxDevices := 0
-	for _, t := range cfg.Tenants {
-		maxDevices = max(maxDevices, t.Devices)
-	}
-gen:
-	for d := range maxDevices {
-		for _, t := range cfg.Tenants {
-			if d >= t.Devices {
-				continue
-			}
-			app := t.Apps[d%len(t.Apps)]
-			guid := fmt.Sprintf("%s-dev-%08d", t.ID, d)
-			n := 1 + int(rng.ExpFloat64()*(cfg.EventsPer-1))
-			for range n {
-				ts := cfg.From.Add(time.Duration(rng.Int64N(int64(span))))
-				typ := eventTypes[rng.IntN(len(eventTypes))]
-				e := wireEvent{TenantID: t.ID, AppID: app, GUID: guid, Event: typ, TS: ts.In(t.Location).Format(time.RFC3339Nano),
-					month: calendar.MonthOf(ts, t.Location).String()}
-				if typ != "search" {
-					e.MiniProgramID = fmt.Sprintf("mp-%d", rng.IntN(50))
-				}
-				st.Events++
-				pending[t.ID] = append(pending[t.ID], e)
-				if len(pending[t.ID]) == cfg.Batch && !flush(t.ID) {
-					break gen
-				}
-			}
+	// add queues one event of tenant t; false when the run is over.
+	add := func(t Tenant, app, guid string, ts time.Time) bool {
+		typ := eventTypes[rng.IntN(len(eventTypes))]
+		e := wireEvent{TenantID: t.ID, AppID: app, GUID: guid, Event: typ, TS: ts.In(t.Location).Format(time.RFC3339Nano),
+			month: calendar.MonthOf(ts, t.Location).String()}
+		if typ != "search" {
+			e.MiniProgramID = fmt.Sprintf("mp-%d", rng.IntN(50))
 		}
+		st.Events++
+		pending[t.ID] = append(pending[t.ID], e)
+		return len(pending[t.ID]) < cfg.Batch || flush(t.ID)
+	}
+	if cfg.Returning != nil {
+		returning(cfg, rng, add)
+	} else {
+		uniform(cfg, rng, add)
 	}
 	for _, t := range cfg.Tenants {
 		if !flush(t.ID) {
@@ -241,6 +234,62 @@ gen:
 		return st, sendErr
 	}
 	return st, ctx.Err()
+}
+
+// uniform generates Tenant.Devices devices per tenant, each sending events at random instants
+// of [From, To). Devices are interleaved across tenants so the requests of all tenants mix, as
+// a shared ingest endpoint sees them.
+func uniform(cfg Config, rng *rand.Rand, add func(t Tenant, app, guid string, ts time.Time) bool) {
+	span := cfg.To.Sub(cfg.From)
+	maxDevices := 0
+	for _, t := range cfg.Tenants {
+		maxDevices = max(maxDevices, t.Devices)
+	}
+	for d := range maxDevices {
+		for _, t := range cfg.Tenants {
+			if d >= t.Devices {
+				continue
+			}
+			app := t.Apps[d%len(t.Apps)]
+			guid := fmt.Sprintf("%s-dev-%08d", t.ID, d)
+			n := 1 + int(rng.ExpFloat64()*(cfg.EventsPer-1))
+			for range n {
+				if !add(t, app, guid, cfg.From.Add(time.Duration(rng.Int64N(int64(span))))) {
+					return
+				}
+			}
+		}
+	}
+}
+
+// returning generates each tenant's apps as returning populations (Config.Returning) over the
+// days of [From, To), day i being [From + i·24h, From + (i+1)·24h); tenant after tenant.
+func returning(cfg Config, rng *rand.Rand, add func(t Tenant, app, guid string, ts time.Time) bool) {
+	const day = 24 * time.Hour
+	days := int((cfg.To.Sub(cfg.From) + day - 1) / day)
+	for ti, t := range cfg.Tenants {
+		for ai, app := range t.Apps {
+			n := max(1, t.Devices/len(t.Apps))
+			shape := population.Shape{Devices: n, Segments: cfg.Returning, InstallsPerDay: float64(n) / 180, ChurnPerDay: 1.0 / 180, Growth: 1}
+			i := 0
+			ok := true
+			shape.Each(cfg.Seed^uint64(ti)<<32^uint64(ai), 0, days, func(d population.Device, drng *rand.Rand) {
+				guid := fmt.Sprintf("%s-%s-pop-%08d", t.ID, app, i)
+				i++
+				d.Active(0, days, drng, func(dd int) {
+					for range 1 + int(drng.ExpFloat64()*(cfg.EventsPer-1)) {
+						ts := cfg.From.Add(time.Duration(dd)*day + time.Duration(drng.Int64N(int64(day))))
+						if ok && ts.Before(cfg.To) {
+							ok = add(t, app, guid, ts)
+						}
+					}
+				})
+			})
+			if !ok {
+				return
+			}
+		}
+	}
 }
 
 // send posts one batch until it is acknowledged, retrying overload and outages with backoff.
